@@ -1,0 +1,1 @@
+"""The ``hostseal`` command: thin click commands over the library."""

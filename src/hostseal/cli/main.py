@@ -1,0 +1,72 @@
+"""Entry point of the ``hostseal`` command.
+
+This is the one place where a :class:`~hostseal.errors.HostsealError` becomes a message on stderr
+(or a JSON object on stdout with ``--json``) and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hostseal import __version__
+from hostseal.cli._common import AppContext
+from hostseal.errors import HostsealError
+from hostseal.settings import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hostseal")
+@click.option(
+    "--tcti",
+    metavar="TCTI",
+    help="The TPM to use: device:/dev/tpmrm0 (default) or swtpm:host=127.0.0.1,port=N. "
+    "Environment: HOSTSEAL_TCTI.",
+)
+@click.pass_context
+def cli(ctx: click.Context, tcti: str | None) -> None:
+    """hostseal protects a hypervisor host's configuration with its TPM 2.0, proves what the
+    host booted, and gives virtual machines their own TPMs."""
+    ctx.obj = AppContext(Settings.from_env().with_overrides(tcti=tcti))
+
+
+def _register() -> None:
+    from hostseal.cli import eventlog, lab, tpm
+
+    cli.add_command(tpm.tpm)
+    cli.add_command(eventlog.eventlog)
+    cli.add_command(lab.lab)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn hostseal's errors into a message and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="hostseal", standalone_mode=False)
+    except HostsealError as err:
+        as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+        _report(err, as_json=as_json)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+def _report(err: HostsealError, *, as_json: bool) -> None:
+    if as_json:
+        import json
+
+        click.echo(json.dumps(err.to_dict(), indent=2))
+        return
+    click.echo(f"Error: {err.message}", err=True)
+    if err.remedy:
+        click.echo(f"What to do: {err.remedy}", err=True)
