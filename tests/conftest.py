@@ -20,6 +20,8 @@ def corpus() -> Path:
     """The external test corpus; tests that need it skip, saying why, when it is absent."""
     path = corpus_dir()
     if not (path / "MANIFEST.md").is_file():
+        if os.environ.get("HOSTSEAL_REQUIRE_CORPUS"):
+            pytest.fail(f"external test corpus required (HOSTSEAL_REQUIRE_CORPUS) but not at {path}")
         pytest.skip(
             f"external test corpus not found at {path}: set HOSTSEAL_CORPUS to the realdata folder"
         )

@@ -1,0 +1,72 @@
+"""``hostseal tpm``: what the TPM and the platform are (``esxcli hardware trustedboot get``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hostseal import hostinfo
+from hostseal.cli._common import echo_json, json_option, settings_of
+from hostseal.tpm import open_tpm
+
+
+@click.group()
+def tpm() -> None:
+    """The host's TPM."""
+
+
+@tpm.command("info")
+@click.option(
+    "--eventlog",
+    type=click.Path(path_type=Path),
+    help="Measured-boot event log, for the Secure Boot state when efivars can't say. "
+    "Environment: HOSTSEAL_EVENTLOG.",
+)
+@json_option
+@click.pass_context
+def info(ctx: click.Context, eventlog: Path | None, as_json: bool) -> None:
+    """TPM present, version, manufacturer, firmware, kind, PCR banks, Secure Boot, DRTM, and
+    every failed prerequisite with its remedy. Exit code 1 when a prerequisite fails."""
+    settings = settings_of(ctx).with_overrides(eventlog=eventlog)
+    with open_tpm(settings.tcti) as t:
+        report = hostinfo.collect(t, settings.eventlog)
+    failed = any(p.severity == "fail" for p in report.problems)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        _print(report)
+    if failed:
+        ctx.exit(1)
+
+
+def _yes_no(value: bool | None) -> str:
+    return {True: "yes", False: "no", None: "unknown"}[value]
+
+
+def _print(report: hostinfo.HostInfo) -> None:
+    data = report.to_dict()
+    console = Console()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    t = report.tpm
+    sb = report.secure_boot
+    table.add_row("TPM present", "yes")
+    table.add_row("TPM version", t.family)
+    table.add_row("Manufacturer", f"{t.vendor_id} ({t.vendor_name})")
+    table.add_row("Vendor string", t.vendor_string)
+    table.add_row("Firmware version", t.firmware_version)
+    table.add_row("Specification", str(data["spec"]))
+    table.add_row("Kind", t.kind)
+    table.add_row("Active PCR banks", ", ".join(t.active_banks) or "none")
+    table.add_row("SHA-256 bank active", _yes_no(t.sha256_active))
+    table.add_row("Secure Boot", f"{_yes_no(sb.enabled)} (from {sb.source})")
+    table.add_row("DRTM (TXT/SKINIT) launched", _yes_no(report.drtm_launched))
+    table.add_row("TCTI", report.tcti)
+    console.print(table)
+    for p in report.problems:
+        label = "FAIL" if p.severity == "fail" else "WARN"
+        console.print(f"[bold]{label}[/bold] {p.message}\n      What to do: {p.remedy}")
