@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from hostseal.lab import LabHost
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,8 +26,30 @@ def corpus() -> Path:
     path = corpus_dir()
     if not (path / "MANIFEST.md").is_file():
         if os.environ.get("HOSTSEAL_REQUIRE_CORPUS"):
-            pytest.fail(f"external test corpus required (HOSTSEAL_REQUIRE_CORPUS) but not at {path}")
+            pytest.fail(
+                f"external test corpus required (HOSTSEAL_REQUIRE_CORPUS) but not at {path}"
+            )
         pytest.skip(
             f"external test corpus not found at {path}: set HOSTSEAL_CORPUS to the realdata folder"
         )
     return path
+
+
+@pytest.fixture
+def lab_dir(tmp_path: Path) -> Iterator[Path]:
+    """A lab directory of its own; every lab host started in it is stopped afterwards."""
+    from hostseal import lab
+
+    path = tmp_path / "lab"
+    path.mkdir()
+    yield path
+    for host in lab.list_hosts(path):
+        lab.stop(path, host.name)
+
+
+@pytest.fixture
+def lab_host(lab_dir: Path) -> LabHost:
+    """A running lab host with Secure Boot on."""
+    from hostseal import lab
+
+    return lab.start(lab_dir, "host1")
