@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hostseal.errors import HostsealError
-from hostseal.measure import parse_eventlog, secure_boot_state
+from hostseal.measure import parse_event_log, secure_boot_state
 from hostseal.tpm import Problem, Tpm, TpmFacts
 
 EFIVARS = Path("/sys/firmware/efi/efivars")
@@ -33,6 +33,7 @@ class HostInfo:
     tpm: TpmFacts
     secure_boot: SecureBoot
     drtm_launched: bool | None
+    in_lockout: bool
     problems: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
@@ -55,6 +56,7 @@ class HostInfo:
                 "detail": self.secure_boot.detail,
             },
             "drtm": {"launched": self.drtm_launched},
+            "dictionary_attack_lockout": self.in_lockout,
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -76,7 +78,7 @@ def secure_boot_from_eventlog(path: Path) -> SecureBoot:
     except OSError as err:
         return SecureBoot(None, "unknown", f"no event log at {path} ({err.strerror})")
     try:
-        state = secure_boot_state(parse_eventlog(data))
+        state = secure_boot_state(parse_event_log(data))
     except HostsealError as err:
         return SecureBoot(None, "eventlog", f"the event log at {path} is unreadable: {err}")
     return SecureBoot(state, "eventlog", str(path))
@@ -95,11 +97,22 @@ def collect(tpm: Tpm, eventlog: Path, efivars: Path = EFIVARS) -> HostInfo:
         # PCRs 17-22 reset to all ones; only a dynamic launch (Intel TXT, AMD SKINIT) resets
         # them to zero and extends them.
         drtm = pcr17 != b"\xff" * len(pcr17)
-    return HostInfo(str(tpm.tcti), facts, secure_boot, drtm, _problems(facts, secure_boot))
+    lockout = tpm.in_lockout()
+    problems = _problems(facts, secure_boot, lockout)
+    return HostInfo(str(tpm.tcti), facts, secure_boot, drtm, lockout, problems)
 
 
-def _problems(facts: TpmFacts, secure_boot: SecureBoot) -> list[Problem]:
+def _problems(facts: TpmFacts, secure_boot: SecureBoot, lockout: bool) -> list[Problem]:
     problems = []
+    if lockout:
+        problems.append(
+            Problem(
+                "lockout",
+                "The TPM is in dictionary-attack lockout: it refuses every authorisation.",
+                "Wait for the lockout recovery time, or reset it with the lockout "
+                "authorization (tpm2_dictionarylockout --clear-lockout).",
+            )
+        )
     if not facts.sha256_active:
         active = ", ".join(facts.active_banks) or "none"
         problems.append(

@@ -45,7 +45,8 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn hostseal's errors into a message and an exit code."""
     try:
-        cli.main(args=argv, prog_name="hostseal", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="hostseal", standalone_mode=False)
     except HostsealError as err:
         as_json = "--json" in (argv if argv is not None else sys.argv[1:])
         _report(err, as_json=as_json)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _report(err: HostsealError, *, as_json: bool) -> None:

@@ -41,8 +41,12 @@ from hostseal.measure import (
 
 EFI_CERT_SHA256 = uuid.UUID("c1c41626-504c-4092-aca9-41f936934328")
 LAB_OWNER = uuid.UUID("5ec0a1b0-5ea1-4c0d-9a1b-00000000cafe")
-_HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
-           "sha512": hashlib.sha512}
+_HASHES = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+    "sha512": hashlib.sha512,
+}
 
 DEFAULT_CMDLINE = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-lab root=/dev/vda1 ro quiet"
 
@@ -91,9 +95,7 @@ def _image_digests(name: str, banks: Iterable[str]) -> dict[str, bytes]:
 
 def _signature_list(entries: Iterable[str]) -> bytes:
     """An EFI_SIGNATURE_LIST of EFI_CERT_SHA256 entries (owner GUID + 32-byte hash each)."""
-    sigs = b"".join(
-        LAB_OWNER.bytes_le + hashlib.sha256(e.encode()).digest() for e in entries
-    )
+    sigs = b"".join(LAB_OWNER.bytes_le + hashlib.sha256(e.encode()).digest() for e in entries)
     size = 16 + 32
     header = EFI_CERT_SHA256.bytes_le + struct.pack("<III", 28 + len(sigs), 0, size)
     return header + sigs
@@ -133,11 +135,17 @@ def measure_boot(config: BootConfig, banks: tuple[str, ...]) -> tuple[bytes, lis
         ("dbx", [config.dbx]),
     ):
         guid = EFI_GLOBAL_VARIABLE if name in ("PK", "KEK") else EFI_IMAGE_SECURITY_DATABASE
-        add(7, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG,
-            efi_variable_data(guid, name, _signature_list(entries)))
+        add(
+            7,
+            EventType.EV_EFI_VARIABLE_DRIVER_CONFIG,
+            efi_variable_data(guid, name, _signature_list(entries)),
+        )
     # PCR 1: boot configuration.
-    add(1, EventType.EV_EFI_VARIABLE_BOOT,
-        efi_variable_data(EFI_GLOBAL_VARIABLE, "BootOrder", struct.pack("<H", 1)))
+    add(
+        1,
+        EventType.EV_EFI_VARIABLE_BOOT,
+        efi_variable_data(EFI_GLOBAL_VARIABLE, "BootOrder", struct.pack("<H", 1)),
+    )
     # PCR 4: the boot manager calls the boot option.
     add(4, EventType.EV_EFI_ACTION, b"Calling EFI Application from Boot Option")
     for pcr in range(8):
@@ -145,21 +153,31 @@ def measure_boot(config: BootConfig, banks: tuple[str, ...]) -> tuple[bytes, lis
     # Secure Boot verified shim against db: the authority is measured once.
     if config.secure_boot:
         authority = LAB_OWNER.bytes_le + hashlib.sha256(config.db.encode()).digest()
-        add(7, EventType.EV_EFI_VARIABLE_AUTHORITY,
-            efi_variable_data(EFI_IMAGE_SECURITY_DATABASE, "db", authority))
+        add(
+            7,
+            EventType.EV_EFI_VARIABLE_AUTHORITY,
+            efi_variable_data(EFI_IMAGE_SECURITY_DATABASE, "db", authority),
+        )
     for path, name, length in (
         ("\\EFI\\debian\\shimx64.efi", config.shim, 950_000),
         ("\\EFI\\debian\\grubx64.efi", config.bootloader, 2_500_000),
         ("\\vmlinuz", config.kernel, 8_000_000),
     ):
-        add(4, EventType.EV_EFI_BOOT_SERVICES_APPLICATION,
+        add(
+            4,
+            EventType.EV_EFI_BOOT_SERVICES_APPLICATION,
             image_load_event(path, image_length=length),
-            digests=_image_digests(name, banks))
+            digests=_image_digests(name, banks),
+        )
     # GRUB: kernel command line (PCR 8) and kernel file (PCR 9).
     cmdline = config.kernel_cmdline.encode()
     add(8, EventType.EV_IPL, b"kernel_cmdline: " + cmdline + b"\0", digest_data=cmdline)
-    add(9, EventType.EV_IPL, b"/boot/" + config.kernel.encode() + b"\0",
-        digests=_image_digests(config.kernel, banks))
+    add(
+        9,
+        EventType.EV_IPL,
+        b"/boot/" + config.kernel.encode() + b"\0",
+        digests=_image_digests(config.kernel, banks),
+    )
     # PCR 5: the OS takes over.
     add(5, EventType.EV_EFI_ACTION, b"Exit Boot Services Invocation")
     add(5, EventType.EV_EFI_ACTION, b"Exit Boot Services Returned with Success")

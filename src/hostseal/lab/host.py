@@ -130,9 +130,7 @@ def load(lab_dir: Path, name: str) -> LabHost:
 def list_hosts(lab_dir: Path) -> list[LabHost]:
     if not lab_dir.is_dir():
         return []
-    return [
-        load(lab_dir, p.name) for p in sorted(lab_dir.iterdir()) if (p / "host.json").is_file()
-    ]
+    return [load(lab_dir, p.name) for p in sorted(lab_dir.iterdir()) if (p / "host.json").is_file()]
 
 
 @contextlib.contextmanager
@@ -147,11 +145,21 @@ def _locked(path: Path) -> Iterator[None]:
 # -- swtpm processes -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _free_port_pair() -> tuple[int, int]:
+    """Two adjacent free ports: the swtpm TCTI finds the control channel at port + 1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a:
+            a.bind(("127.0.0.1", 0))
+            port: int = a.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port, port + 1
+    raise LabError("No two adjacent free TCP ports on 127.0.0.1 for swtpm.", "Free some ports.")
 
 
 def _swtpm_pid(host: LabHost) -> int | None:
@@ -183,9 +191,15 @@ def _manufacture_tpm(host: LabHost) -> None:
     host.tpm_dir.mkdir(parents=True, mode=0o700)
     result = subprocess.run(
         [
-            _require("swtpm_setup"), "--tpm2", "--tpmstate", str(host.tpm_dir),
-            "--pcr-banks", ",".join(host.banks), "--overwrite",
-            "--logfile", str(host.path / "swtpm_setup.log"),
+            _require("swtpm_setup"),
+            "--tpm2",
+            "--tpmstate",
+            str(host.tpm_dir),
+            "--pcr-banks",
+            ",".join(host.banks),
+            "--overwrite",
+            "--logfile",
+            str(host.path / "swtpm_setup.log"),
         ],
         capture_output=True,
         text=True,
@@ -203,20 +217,26 @@ def _launch_swtpm(host: LabHost) -> None:
     swtpm = _require("swtpm")
     last_error = ""
     for _attempt in range(5):
-        host.port, host.ctrl_port = _free_port(), _free_port()
-        if host.port == host.ctrl_port:
-            continue
+        host.port, host.ctrl_port = _free_port_pair()
         pidfile = host.path / "swtpm.pid"
         pidfile.unlink(missing_ok=True)
         result = subprocess.run(
             [
-                swtpm, "socket", "--tpm2",
-                "--tpmstate", f"dir={host.tpm_dir}",
-                "--server", f"type=tcp,port={host.port},bindaddr=127.0.0.1",
-                "--ctrl", f"type=tcp,port={host.ctrl_port},bindaddr=127.0.0.1",
-                "--flags", "not-need-init,startup-clear",
-                "--pid", f"file={pidfile}",
-                "--log", f"file={host.path / 'swtpm.log'},level=1",
+                swtpm,
+                "socket",
+                "--tpm2",
+                "--tpmstate",
+                f"dir={host.tpm_dir}",
+                "--server",
+                f"type=tcp,port={host.port},bindaddr=127.0.0.1",
+                "--ctrl",
+                f"type=tcp,port={host.ctrl_port},bindaddr=127.0.0.1",
+                "--flags",
+                "not-need-init,startup-clear",
+                "--pid",
+                f"file={pidfile}",
+                "--log",
+                f"file={host.path / 'swtpm.log'},level=1",
                 "--daemon",
             ],
             capture_output=True,

@@ -61,7 +61,7 @@ PT_FIRMWARE_VERSION_2 = 0x10C
 PT_PERMANENT = 0x200
 PT_LOCKOUT_COUNTER = 0x20E
 PT_MAX_AUTH_FAIL = 0x20F
-PERMANENT_IN_LOCKOUT = 1 << 2
+PERMANENT_IN_LOCKOUT = 1 << 9  # TPMA_PERMANENT.inLockout
 
 _RC_LOCKOUT = int(TPM2_RC.LOCKOUT)
 _RC_BUSY = {int(TPM2_RC.RETRY), int(TPM2_RC.YIELDED), int(TPM2_RC.TESTING)}
@@ -74,9 +74,7 @@ def _bank_alg(bank: str) -> Any:
     try:
         return BANKS[bank]
     except KeyError:
-        raise TpmError(
-            f"Unknown PCR bank {bank!r}.", f"Use one of {', '.join(BANKS)}."
-        ) from None
+        raise TpmError(f"Unknown PCR bank {bank!r}.", f"Use one of {', '.join(BANKS)}.") from None
 
 
 def translate(err: TSS2_Exception, tcti: Tcti, doing: str) -> TpmError:
@@ -114,7 +112,7 @@ def _unavailable_remedy(tcti: Tcti) -> str:
     if tcti.is_software:
         return (
             f"Check that swtpm is running and listening at {tcti.config} (for a lab host: "
-            "hostseal lab list, then eval \"$(hostseal lab env NAME)\")."
+            'hostseal lab list, then eval "$(hostseal lab env NAME)").'
         )
     return (
         "Check that the host has a TPM 2.0 enabled in the firmware setup, that the kernel sees "

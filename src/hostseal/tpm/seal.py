@@ -149,9 +149,7 @@ def seal(tpm: Tpm, secret: bytes, bank: str, pcr_values: Mapping[int, bytes]) ->
         authPolicy=TPM2B_DIGEST(policy),
     )
     public.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG.NULL
-    sensitive = TPM2B_SENSITIVE_CREATE(
-        TPMS_SENSITIVE_CREATE(data=TPM2B_SENSITIVE_DATA(secret))
-    )
+    sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(data=TPM2B_SENSITIVE_DATA(secret)))
     with _primary(tpm) as primary:
         session = _session(tpm, primary, TPM2_SE.HMAC)
         try:
