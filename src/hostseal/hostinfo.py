@@ -45,7 +45,7 @@ class HostInfo:
             "manufacturer": {"id": t.vendor_id, "name": t.vendor_name},
             "vendor_string": t.vendor_string,
             "firmware_version": t.firmware_version,
-            "spec": f"{t.spec_level}.{t.spec_revision / 100:.2f}",
+            "spec_revision": f"{t.spec_revision / 100:.2f}",
             "kind": t.kind,
             "pcr_banks": {bank: pcrs for bank, pcrs in t.pcr_banks.items()},
             "active_banks": t.active_banks,

@@ -32,8 +32,9 @@ def cli(ctx: click.Context, tcti: str | None) -> None:
 
 
 def _register() -> None:
-    from hostseal.cli import eventlog, lab, tpm
+    from hostseal.cli import demo, eventlog, lab, tpm
 
+    cli.add_command(demo.demo)
     cli.add_command(tpm.tpm)
     cli.add_command(eventlog.eventlog)
     cli.add_command(lab.lab)

@@ -56,15 +56,16 @@ def _print(report: hostinfo.HostInfo) -> None:
     sb = report.secure_boot
     table.add_row("TPM present", "yes")
     table.add_row("TPM version", t.family)
-    table.add_row("Manufacturer", f"{t.vendor_id} ({t.vendor_name})")
+    table.add_row("Manufacturer", f"{t.vendor_id} — {t.vendor_name}")
     table.add_row("Vendor string", t.vendor_string)
     table.add_row("Firmware version", t.firmware_version)
-    table.add_row("Specification", str(data["spec"]))
+    table.add_row("Specification", f"TPM 2.0 revision {data['spec_revision']}")
     table.add_row("Kind", t.kind)
     table.add_row("Active PCR banks", ", ".join(t.active_banks) or "none")
     table.add_row("SHA-256 bank active", _yes_no(t.sha256_active))
     table.add_row("Secure Boot", f"{_yes_no(sb.enabled)} (from {sb.source})")
     table.add_row("DRTM (TXT/SKINIT) launched", _yes_no(report.drtm_launched))
+    table.add_row("Dictionary-attack lockout", _yes_no(report.in_lockout))
     table.add_row("TCTI", report.tcti)
     console.print(table)
     for p in report.problems:

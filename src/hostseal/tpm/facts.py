@@ -20,7 +20,7 @@ VENDORS: dict[str, str] = {
     "HPI": "HPI",
     "HPE": "HPE",
     "HISI": "Huawei",
-    "IBM": "IBM (swtpm / IBM software TPM)",
+    "IBM": "IBM software TPM (swtpm)",
     "IFX": "Infineon",
     "INTC": "Intel",
     "LEN": "Lenovo",
