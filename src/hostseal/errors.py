@@ -24,10 +24,13 @@ class HostsealError(Exception):
 
     exit_code: int = EXIT_FAILURE
 
-    def __init__(self, message: str, remedy: str = "") -> None:
+    def __init__(
+        self, message: str, remedy: str = "", details: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.remedy = remedy
+        self.details: dict[str, object] = details or {}
 
     def __str__(self) -> str:
         if self.remedy:
@@ -36,7 +39,12 @@ class HostsealError(Exception):
 
     def to_dict(self) -> dict[str, object]:
         """The error as JSON-ready data, for ``--json`` output and the API."""
-        return {"error": type(self).__name__, "message": self.message, "remedy": self.remedy}
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "remedy": self.remedy,
+            **self.details,
+        }
 
 
 class SecurityViolation(HostsealError):

@@ -93,7 +93,7 @@ HOSTILE = {
     "unknown member": (
         gzip.compress(tar_of(("encryption.info", F, INFO), ("../../etc/passwd", F, b"x"))),
         "state.tgz holds an unexpected member '../../etc/passwd'; it holds only "
-        "encryption.info, local.tgz.ve, seal-eventlog.bin.",
+        "encryption.info, local.tgz.ve, recovery-keys.ve, seal-eventlog.bin.",
     ),
     "duplicate": (
         gzip.compress(tar_of(("local.tgz.ve", F, PAYLOAD), ("local.tgz.ve", F, PAYLOAD))),

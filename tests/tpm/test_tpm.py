@@ -170,10 +170,25 @@ def test_dictionary_attack_lockout(lab_host: LabHost, capsys: pytest.CaptureFixt
         "--lockout-recovery-time=600",
     )
     # A wrong password on a DA-protected NV index counts; one failure is enough now.
-    tools("tpm2_nvdefine", "0x1500016", "-C", "o", "-s", "8", "-a", "authread|authwrite",
-          "-p", "nvpass")
-    subprocess.run(["tpm2_nvwrite", "0x1500016", "-C", "0x1500016", "-P", "nvpass", "-i", "-"],
-                   input=b"12345678", env=env, check=True, capture_output=True)
+    tools(
+        "tpm2_nvdefine",
+        "0x1500016",
+        "-C",
+        "o",
+        "-s",
+        "8",
+        "-a",
+        "authread|authwrite",
+        "-p",
+        "nvpass",
+    )
+    subprocess.run(
+        ["tpm2_nvwrite", "0x1500016", "-C", "0x1500016", "-P", "nvpass", "-i", "-"],
+        input=b"12345678",
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     tools("tpm2_nvread", "0x1500016", "-C", "0x1500016", "-P", "wrong", check=False)
     with open_tpm(lab_host.tcti) as tpm:
         assert tpm.in_lockout()

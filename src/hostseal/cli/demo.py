@@ -11,9 +11,8 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
-from hostseal import hostinfo
+from hostseal import hostinfo, measure
 from hostseal import lab as _lab
-from hostseal import measure
 from hostseal.cli import tpm as tpm_cli
 from hostseal.cli._common import settings_of
 from hostseal.tpm import open_tpm
@@ -26,8 +25,9 @@ def _boot_table(summary: dict[str, object]) -> Table:
     table.add_row("Events", str(summary["events"]))
     table.add_row("Banks", ", ".join(summary["banks"]))  # type: ignore[arg-type]
     table.add_row("Firmware", str(summary["firmware_version"]))
-    table.add_row("Secure Boot", {True: "on", False: "off", None: "unknown"}[
-        summary["secure_boot"]])  # type: ignore[index]
+    table.add_row(
+        "Secure Boot", {True: "on", False: "off", None: "unknown"}[summary["secure_boot"]]
+    )  # type: ignore[index]
     for app in summary["boot_applications"]:  # type: ignore[attr-defined]
         table.add_row("Boot application", f"{app['path']}  sha256 {app['sha256'][:16]}…")
     table.add_row("Kernel command line", str(summary["kernel_cmdline"]))

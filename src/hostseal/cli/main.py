@@ -32,8 +32,10 @@ def cli(ctx: click.Context, tcti: str | None) -> None:
 
 
 def _register() -> None:
-    from hostseal.cli import demo, eventlog, lab, tpm
+    from hostseal.cli import config, demo, eventlog, lab, tpm
 
+    cli.add_command(config.config)
+    cli.add_command(config.recovery)
     cli.add_command(demo.demo)
     cli.add_command(tpm.tpm)
     cli.add_command(eventlog.eventlog)

@@ -30,7 +30,9 @@ from hostseal.secureconfig.info import MAX_INFO_BYTES, EncryptionInfo
 INFO_MEMBER = "encryption.info"
 PAYLOAD_MEMBER = "local.tgz.ve"
 SEAL_EVENTLOG_MEMBER = "seal-eventlog.bin"
-EXTRA_MEMBERS: frozenset[str] = frozenset({SEAL_EVENTLOG_MEMBER})
+RECOVERY_KEYS_MEMBER = "recovery-keys.ve"
+"""The recovery keys themselves, encrypted under the data key (shown by ``recovery list``)."""
+EXTRA_MEMBERS: frozenset[str] = frozenset({SEAL_EVENTLOG_MEMBER, RECOVERY_KEYS_MEMBER})
 """The extra member names written and read by default."""
 
 MAX_PAYLOAD_BYTES = 256 << 20

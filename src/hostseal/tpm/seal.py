@@ -141,11 +141,17 @@ def seal(tpm: Tpm, secret: bytes, bank: str, pcr_values: Mapping[int, bytes]) ->
     ``bank``, releases it."""
     if not 0 < len(secret) <= 128:
         raise TpmError(f"A sealed secret must be 1 to 128 bytes, not {len(secret)}.", "")
-    policy = policy_pcr_digest(bank, pcr_values)
+    attributes = TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
+    if pcr_values:
+        policy = policy_pcr_digest(bank, pcr_values)
+    else:
+        # Bound to this TPM only (any boot of this host may unseal): an empty authValue.
+        policy = b""
+        attributes |= TPMA_OBJECT.USERWITHAUTH
     public = TPMT_PUBLIC(
         type=TPM2_ALG.KEYEDHASH,
         nameAlg=TPM2_ALG.SHA256,
-        objectAttributes=TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT,
+        objectAttributes=attributes,
         authPolicy=TPM2B_DIGEST(policy),
     )
     public.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG.NULL
@@ -195,13 +201,14 @@ def unseal(tpm: Tpm, blob: SealedBlob) -> bytes:
                     "recovery key; the configuration is then sealed to this TPM again.",
                 ) from None
             raise translate(err, tpm.tcti, "load the sealed key") from None
-        session = _session(tpm, primary, TPM2_SE.POLICY)
+        session = _session(tpm, primary, TPM2_SE.POLICY if blob.pcrs else TPM2_SE.HMAC)
         try:
-            sel = TPML_PCR_SELECTION(
-                [TPMS_PCR_SELECTION(hash=BANKS[blob.bank], pcrs=list(blob.pcrs))]
-            )
-            with tpm.doing("evaluate the PCR policy") as esapi:
-                esapi.policy_pcr(session, TPM2B_DIGEST(), sel)
+            if blob.pcrs:
+                sel = TPML_PCR_SELECTION(
+                    [TPMS_PCR_SELECTION(hash=BANKS[blob.bank], pcrs=list(blob.pcrs))]
+                )
+                with tpm.doing("evaluate the PCR policy") as esapi:
+                    esapi.policy_pcr(session, TPM2B_DIGEST(), sel)
             try:
                 return bytes(tpm.esapi.unseal(handle, session1=session))
             except TSS2_Exception as err:

@@ -1,0 +1,307 @@
+"""``hostseal config`` and ``hostseal recovery``: the sealed host configuration (ESXi's
+``esxcli system settings encryption``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from hostseal.cli._common import echo_json, json_option, settings_of
+from hostseal.errors import HostsealError
+from hostseal.secureconfig import Mode, bootunit, manager, parse_recovery_id, parse_recovery_key
+
+_KEY_HELP = (
+    "The recovery key is never taken as an argument (it would show in ps and shell history): "
+    "use --recovery-key to type it, or --recovery-key-file FILE ('-' for standard input)."
+)
+
+
+def _ctx(ctx: click.Context) -> manager.HostContext:
+    s = settings_of(ctx)
+    return manager.HostContext(tcti=s.tcti, eventlog=s.eventlog, bootbank=s.bootbank)
+
+
+def _read_key(prompt: bool, key_file: str | None) -> bytes | None:
+    if key_file is not None:
+        text = sys.stdin.read() if key_file == "-" else Path(key_file).read_text()
+        return parse_recovery_key(text)
+    if prompt:
+        return parse_recovery_key(click.prompt("Recovery key", hide_input=True))
+    return None
+
+
+def _key_options(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option(
+        "--recovery-key-file", metavar="FILE", help="Read the recovery key from FILE ('-': stdin)."
+    )(f)
+    f = click.option(
+        "--recovery-key",
+        "recovery_prompt",
+        is_flag=True,
+        help="Type the recovery key at a prompt (not echoed).",
+    )(f)
+    return f
+
+
+def _notices(notices: list[str]) -> None:
+    for notice in notices:
+        click.echo(f"Note: {notice}", err=True)
+
+
+def _memory_backed(path: Path) -> bool:
+    """Whether ``path`` is on tmpfs/ramfs (from /proc/self/mountinfo)."""
+    path = path.resolve()
+    best, fstype = "", ""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        mount_point = left.split()[4]
+        if (str(path) + "/").startswith(mount_point.rstrip("/") + "/") and len(mount_point) >= len(
+            best
+        ):
+            best, fstype = mount_point, right.split()[0]
+    return fstype in ("tmpfs", "ramfs")
+
+
+@click.group()
+@click.option(
+    "--bootbank",
+    type=click.Path(path_type=Path),
+    help="Where the sealed configuration lives. Environment: HOSTSEAL_BOOTBANK; default "
+    "/var/lib/hostseal/bootbank.",
+)
+@click.option(
+    "--eventlog",
+    type=click.Path(path_type=Path),
+    help="The measured-boot event log. Environment: HOSTSEAL_EVENTLOG.",
+)
+@click.pass_context
+def config(ctx: click.Context, bootbank: Path | None, eventlog: Path | None) -> None:
+    """The host configuration, encrypted with a key sealed in the TPM.
+
+    Exit codes: 0 done; 1 failed (the message says what to do); 3 security violation (the TPM
+    would not release the key: the message names what changed)."""
+    from hostseal.cli._common import AppContext
+
+    ctx.obj = AppContext(settings_of(ctx).with_overrides(bootbank=bootbank, eventlog=eventlog))
+
+
+@config.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Mode, requirements, recovery key IDs, sealed PCRs, last saved."""
+    st = manager.status(_ctx(ctx))
+    if as_json:
+        echo_json(st)
+        return
+    click.echo(f"   Mode: {st['mode']} ({st['protection']})")
+    click.echo(f"   Require Secure Boot: {str(st['require_secure_boot']).lower()}")
+    click.echo(f"   Require Exec Installed Only: {str(st['require_exec_installed_only']).lower()}")
+    click.echo(f"   Recovery Key IDs: {', '.join(st['recovery_key_ids']) or 'none'}")  # type: ignore[arg-type]
+    sealed = st["sealed_pcrs"]
+    click.echo(
+        f"   Sealed PCRs: {', '.join(map(str, sealed)) if sealed else 'none'}"  # type: ignore[call-overload]
+        + (f" ({st['pcr_bank']})" if sealed else "")
+    )
+    click.echo(f"   Last Saved: {st['last_saved']} (generation {st['generation']})")
+    _notices(st["notices"])  # type: ignore[arg-type]
+
+
+@config.command()
+@click.option(
+    "--from",
+    "sources",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    multiple=True,
+    required=True,
+    help="A directory to include (repeatable).",
+)
+@json_option
+@click.pass_context
+def save(ctx: click.Context, sources: tuple[Path, ...], as_json: bool) -> None:
+    """Pack the directories and seal them (ESXi's auto-backup). Creates the bundle on first
+    use: mode TPM when a usable TPM is present, else NONE, with one recovery key."""
+    out = manager.save(_ctx(ctx), list(sources))
+    if as_json:
+        echo_json(
+            {"generation": out.info.generation, "mode": out.info.mode.value, "notices": out.notices}
+        )
+        return
+    click.echo(
+        f"Configuration saved (generation {out.info.generation}, mode {out.info.mode.value})."
+    )
+    _notices(out.notices)
+
+
+@config.command("set")
+@click.option("--mode", type=click.Choice(["tpm", "none"], case_sensitive=False))
+@click.option("--require-secure-boot/--no-require-secure-boot", default=None)
+@click.option("--require-exec-installed-only/--no-require-exec-installed-only", default=None)
+@click.pass_context
+def set_(
+    ctx: click.Context,
+    mode: str | None,
+    require_secure_boot: bool | None,
+    require_exec_installed_only: bool | None,
+) -> None:
+    """Change the mode and requirements and re-seal; refuses what the host can't satisfy now."""
+    out = manager.set_policy(
+        _ctx(ctx),
+        Mode(mode.upper()) if mode else None,
+        require_secure_boot,
+        require_exec_installed_only,
+    )
+    click.echo(
+        f"Mode {out.info.mode.value}, Require Secure Boot "
+        f"{str(out.info.requirements.require_secure_boot).lower()}, Require Exec Installed Only "
+        f"{str(out.info.requirements.require_exec_installed_only).lower()}."
+    )
+    _notices(out.notices)
+
+
+@config.command()
+@click.option(
+    "--to",
+    "dest",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="An empty or new directory on a tmpfs (e.g. under /run).",
+)
+@_key_options
+@click.option(
+    "--allow-disk",
+    is_flag=True,
+    help="Allow a --to directory that is not on tmpfs (the configuration is then on "
+    "disk in clear).",
+)
+@json_option
+@click.pass_context
+def unlock(
+    ctx: click.Context,
+    dest: Path,
+    recovery_prompt: bool,
+    recovery_key_file: str | None,
+    allow_disk: bool,
+    as_json: bool,
+) -> None:
+    (
+        """Restore the configuration into DIR (the boot-time restore). Exit code 3 on a security
+    violation. """
+        + _KEY_HELP
+    )
+    target = dest if dest.exists() else dest.parent
+    if not allow_disk and not _memory_backed(target):
+        raise HostsealError(
+            f"{dest} is not on a tmpfs: the decrypted configuration would be written to disk in "
+            "clear.",
+            "Unlock into a directory under /run (or /dev/shm), or add --allow-disk if that is "
+            "really what you want.",
+        )
+    out = manager.unlock(_ctx(ctx), dest, _read_key(recovery_prompt, recovery_key_file))
+    if as_json:
+        echo_json(
+            {
+                "unlocked_to": str(dest),
+                "mode": out.info.mode.value,
+                "resealed": out.resealed,
+                "notices": out.notices,
+            }
+        )
+        return
+    click.echo(f"Configuration restored to {dest}.")
+    _notices(out.notices)
+
+
+@config.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.pass_context
+def backup(ctx: click.Context, out: Path) -> None:
+    """Write a backup of the sealed configuration (it stays bound to this host's TPM)."""
+    info = manager.backup(_ctx(ctx), out)
+    click.echo(f"Backup of generation {info.generation} written to {out}.")
+
+
+@config.command()
+@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_key_options
+@click.pass_context
+def restore(
+    ctx: click.Context, backup_file: Path, recovery_prompt: bool, recovery_key_file: str | None
+) -> None:
+    (
+        """Restore a backup. A TPM-sealed backup restores only where its TPM is, unless a
+    recovery key is given. """
+        + _KEY_HELP
+    )
+    out = manager.restore(_ctx(ctx), backup_file, _read_key(recovery_prompt, recovery_key_file))
+    _notices(out.notices)
+
+
+@config.command("install-boot-unit")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Root of the file system to install into.",
+)
+@click.pass_context
+def install_boot_unit(ctx: click.Context, root: Path) -> None:
+    """Install and enable the systemd unit that unlocks at boot and stops the boot (emergency
+    target) on a security violation."""
+    s = settings_of(ctx)
+    exe = shutil.which("hostseal") or os.path.abspath(sys.argv[0])
+    for path in bootunit.install(root, exe, s.bootbank, s.tcti):
+        click.echo(f"Wrote {path}")
+
+
+@click.group()
+@click.option(
+    "--bootbank",
+    type=click.Path(path_type=Path),
+    help="Where the sealed configuration lives (HOSTSEAL_BOOTBANK).",
+)
+@click.pass_context
+def recovery(ctx: click.Context, bootbank: Path | None) -> None:
+    """Recovery keys: the way back when the TPM won't release the key. Every read is audited."""
+    from hostseal.cli._common import AppContext
+
+    ctx.obj = AppContext(settings_of(ctx).with_overrides(bootbank=bootbank))
+
+
+@recovery.command("list")
+@json_option
+@click.pass_context
+def recovery_list(ctx: click.Context, as_json: bool) -> None:
+    """Recovery ID and Key of each recovery key (esxcli ... encryption recovery list)."""
+    keys = manager.recovery_list(_ctx(ctx))
+    if as_json:
+        echo_json([{"recovery_id": k.formatted_id, "key": k.formatted_key} for k in keys])
+        return
+    click.echo(f"{'Recovery ID':<40}  Key")
+    for k in keys:
+        click.echo(f"{k.formatted_id:<40}  {k.formatted_key}")
+
+
+@recovery.command("rotate")
+@click.option("--id", "recovery_id", help="The Recovery ID to replace (when there are several).")
+@json_option
+@click.pass_context
+def recovery_rotate(ctx: click.Context, recovery_id: str | None, as_json: bool) -> None:
+    """Replace a recovery key with a new one; the old one stops working."""
+    new = manager.recovery_rotate(
+        _ctx(ctx), parse_recovery_id(recovery_id) if recovery_id else None
+    )
+    if as_json:
+        echo_json({"recovery_id": new.formatted_id, "key": new.formatted_key})
+        return
+    click.echo(f"New recovery key {new.formatted_id}:\n{new.formatted_key}")
+    click.echo("Save it now, away from this host. The old key no longer works.", err=True)
