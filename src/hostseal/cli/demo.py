@@ -6,6 +6,8 @@ turned off and shows, in plain words, what changed in the measurements.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 from rich.rule import Rule
@@ -18,20 +20,19 @@ from hostseal.cli._common import settings_of
 from hostseal.tpm import open_tpm
 
 
-def _boot_table(summary: dict[str, object]) -> Table:
+def _boot_table(summary: dict[str, Any]) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
+    on_off = {True: "on", False: "off", None: "unknown"}
     table.add_row("Events", str(summary["events"]))
-    table.add_row("Banks", ", ".join(summary["banks"]))  # type: ignore[arg-type]
+    table.add_row("Banks", ", ".join(summary["banks"]))
     table.add_row("Firmware", str(summary["firmware_version"]))
-    table.add_row(
-        "Secure Boot", {True: "on", False: "off", None: "unknown"}[summary["secure_boot"]]
-    )  # type: ignore[index]
-    for app in summary["boot_applications"]:  # type: ignore[attr-defined]
+    table.add_row("Secure Boot", on_off[summary["secure_boot"]])
+    for app in summary["boot_applications"]:
         table.add_row("Boot application", f"{app['path']}  sha256 {app['sha256'][:16]}…")
     table.add_row("Kernel command line", str(summary["kernel_cmdline"]))
-    for bank, pcrs in summary["pcrs"].items():  # type: ignore[attr-defined]
+    for bank, pcrs in summary["pcrs"].items():
         for pcr, value in pcrs.items():
             table.add_row(f"PCR {pcr} ({bank})", value)
     return table
