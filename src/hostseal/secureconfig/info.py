@@ -420,7 +420,8 @@ def _read_tpm(f: _Fields) -> TpmSlot:
         sealed_private=f.raw("sealed_private", 1, 4096),
         pcr_bank=f.string("pcr_bank", PCR_BANKS),
         pcrs=pcrs,
-        policy_digest=f.raw("policy_digest", 20, 64),
+        # No PCRs: bound to the TPM alone, with no policy (see secureconfig.requirements).
+        policy_digest=f.raw("policy_digest", 20, 64) if pcrs else f.raw("policy_digest", 0),
         primary=f.string("primary"),
         tpm_ek_fingerprint=f.string("tpm_ek_fingerprint"),
     )
