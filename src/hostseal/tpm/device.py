@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -158,10 +159,28 @@ class Tpm:
         try:
             self._tctildr = TCTILdr(self.tcti.kind, self.tcti.config)
             self._esapi = ESAPI(self._tctildr)
+            if not self.tcti.has_resource_manager:
+                self._flush_orphans()
         except TSS2_Exception as err:
             self.close()
             raise translate(err, self.tcti, "open a connection") from None
         return self
+
+    def _flush_orphans(self) -> None:
+        """Flush transient objects and sessions a killed process left in a TPM that has no
+        resource manager (swtpm over TCP, /dev/tpm0). Such a TPM serves one connection at a
+        time, so whatever is loaded when we connect belongs to nobody; left there, it fills the
+        TPM's few object slots ("out of memory for object contexts")."""
+        leftovers: list[int] = []
+        for first in (0x80000000, 0x02000000, 0x03000000):
+            _, data = self._esapi.get_capability(TPM2_CAP.HANDLES, first, 64)
+            leftovers += [
+                int(h) for h in data.data.handles if int(h) >> 24 == first >> 24
+            ]
+        for handle in leftovers:
+            command = struct.pack(">HII", 0x8001, 14, 0x165) + struct.pack(">I", handle)
+            self._tctildr.transmit(command)  # TPM2_FlushContext
+            self._tctildr.receive()
 
     def close(self) -> None:
         if self._esapi is not None:

@@ -33,6 +33,11 @@ class Tcti:
         return self.kind in ("swtpm", "mssim")
 
     @property
+    def has_resource_manager(self) -> bool:
+        """The kernel's resource manager (/dev/tpmrm*) flushes what a dead client left."""
+        return self.kind == "device" and "tpmrm" in self.config
+
+    @property
     def device_path(self) -> Path | None:
         return Path(self.config or "/dev/tpmrm0") if self.kind == "device" else None
 
