@@ -32,7 +32,9 @@ def test_save_killed_at_many_points_always_unlocks(env: Env) -> None:
     def save(version: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [*hostseal, "config", "save", "--from", str(version / env.config.name)],
-            env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=child_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     start = time.monotonic()

@@ -58,13 +58,12 @@ def test_deterministic(tmp_path: Path) -> None:
     first = pack_dirs([src])
     os.utime(src / "libvirtd.conf", (1, 1))
     assert pack_dirs([src]) == first
-    with tarfile.open(fileobj=io.BytesIO(first), mode="r:gz") as tar:
+    with tarfile.open(fileobj=io.BytesIO(first), mode="r:") as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
     assert names == sorted(names)
     assert names[0] == "libvirt"
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" for m in members)
-    assert first[4:8] == b"\x00\x00\x00\x00"  # gzip mtime
 
 
 def test_several_sources(tmp_path: Path) -> None:
@@ -132,7 +131,7 @@ def test_pack_refuses_bad_sources(tmp_path: Path) -> None:
 
 
 def hostile(*members: tuple[str, bytes, str | bytes]) -> bytes:
-    """A gzip'd tar of (name, type, data-or-linkname) members, written without any checks."""
+    """A tar of (name, type, data-or-linkname) members, written without any checks."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, kind, payload in members:
@@ -149,7 +148,7 @@ def hostile(*members: tuple[str, bytes, str | bytes]) -> bytes:
                 tar.addfile(info, io.BytesIO(payload))
             else:
                 tar.addfile(info)
-    return gzip.compress(buf.getvalue())
+    return buf.getvalue()
 
 
 F, D, L, H = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
@@ -212,7 +211,7 @@ def test_inside_symlinks_accepted(tmp_path: Path) -> None:
 
 
 def test_not_an_archive(tmp_path: Path) -> None:
-    with pytest.raises(UnsafeArchive, match="not a valid gzip'd tar: it does not start"):
+    with pytest.raises(UnsafeArchive, match="not a valid tar archive"):
         unpack_to(b"HSVE" + bytes(100), tmp_path / "out")
     with pytest.raises(UnsafeArchive, match="not a valid tar archive"):
         unpack_to(gzip.compress(b"x" * 1000), tmp_path / "out")
@@ -220,7 +219,7 @@ def test_not_an_archive(tmp_path: Path) -> None:
 
 def test_size_limit(tmp_path: Path) -> None:
     archive = hostile(("big", F, bytes(1 << 20)))
-    with pytest.raises(UnsafeArchive, match="expands to more than 65536 bytes"):
+    with pytest.raises(UnsafeArchive, match="more than the 65536 allowed"):
         unpack_to(archive, tmp_path / "out", max_size=65536)
     unpack_to(archive, tmp_path / "out")
 

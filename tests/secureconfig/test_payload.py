@@ -186,13 +186,13 @@ def test_tar_refuses_the_encrypted_archive(tmp_path: Path, data_key: bytes) -> N
     src.mkdir()
     (src / "hostd.conf").write_text("setting = 1\n")
     archive = pack_dirs({"etc": src})
-    plain = tmp_path / "local.tgz"
+    plain = tmp_path / "local.tar"
     plain.write_bytes(archive)
     sealed = tmp_path / "local.tgz.ve"
     sealed.write_bytes(encrypt_payload(data_key, archive, FIELDS))
     out = tmp_path / "out"
     out.mkdir()
-    ok = subprocess.run(["tar", "xzf", str(plain), "-C", str(out)], capture_output=True)
+    ok = subprocess.run(["tar", "xf", str(plain), "-C", str(out)], capture_output=True)
     assert ok.returncode == 0, ok.stderr
     assert (out / "etc" / "hostd.conf").read_text() == "setting = 1\n"
     bad = subprocess.run(["tar", "xzf", str(sealed), "-C", str(out)], capture_output=True)

@@ -8,8 +8,6 @@ import tarfile
 import zlib
 from collections.abc import Iterable
 
-_CHUNK = 1 << 20
-
 TAR_ERRORS: tuple[type[BaseException], ...] = (
     tarfile.TarError,
     EOFError,
@@ -33,29 +31,24 @@ def gunzip_limited(data: bytes, limit: int) -> bytes:
     if data[:2] != b"\x1f\x8b":
         raise GunzipError("it does not start with the gzip signature")
     inflater = zlib.decompressobj(wbits=31)  # gzip header and trailer required
-    out = bytearray()
-    pending = data
     try:
-        while True:
-            chunk = inflater.decompress(pending, min(_CHUNK, limit + 1 - len(out)))
-            out += chunk
-            if len(out) > limit:
-                raise GunzipError(f"it expands to more than {limit} bytes")
-            pending = inflater.unconsumed_tail
-            if inflater.eof:
-                break
-            if not pending and not chunk:
-                raise GunzipError("the gzip stream is truncated")
+        # One call: zlib stops at limit + 1 bytes of output, so a "gzip bomb" costs at most
+        # that; one call also means one output buffer, not pieces joined afterwards.
+        out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
         raise GunzipError(f"the gzip stream is damaged ({exc})") from None
+    if len(out) > limit:
+        raise GunzipError(f"it expands to more than {limit} bytes")
+    if not inflater.eof:
+        raise GunzipError("the gzip stream is truncated")
     if inflater.unused_data:
         raise GunzipError("there are bytes after the end of the gzip stream")
-    return bytes(out)
+    return out
 
 
-def gzip_deterministic(raw: bytes) -> bytes:
+def gzip_deterministic(raw: bytes, compresslevel: int = 6) -> bytes:
     """``raw`` gzip'd with no name and mtime 0: the same input gives the same bytes."""
-    return gzip.compress(raw, compresslevel=9, mtime=0)
+    return gzip.compress(raw, compresslevel=compresslevel, mtime=0)
 
 
 def fixed_info(

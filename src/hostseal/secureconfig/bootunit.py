@@ -36,7 +36,6 @@ def unit_text(hostseal: str, bootbank: Path, tcti: str, target: Path = RUNTIME_C
     )
     return f"""[Unit]
 Description=hostseal: restore the sealed host configuration
-Documentation=man:hostseal(1)
 DefaultDependencies=no
 After=local-fs.target tpm2.target systemd-tmpfiles-setup.service
 Wants=tpm2.target
@@ -48,8 +47,10 @@ OnFailureJobMode=replace-irreversibly
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-# /run is a tmpfs: the decrypted configuration stays in memory.
-ExecStartPre=/bin/rm -rf {target}
+# /run is a tmpfs: the decrypted configuration stays in memory. systemd creates
+# /run/hostseal afresh (mode 0700) for each start and removes it at stop.
+RuntimeDirectory=hostseal
+RuntimeDirectoryMode=0700
 ExecStart={command}
 StandardOutput=journal+console
 StandardError=journal+console

@@ -61,7 +61,8 @@ def build_state_tgz(
         *sorted(extra.items()),
     ]:
         members.append((fixed_info(name, tarfile.REGTYPE, 0o600, size=len(data)), data))
-    return gzip_deterministic(write_tar(members))
+    # Stored (level 0): state.tgz holds ciphertext, which no compression level shrinks.
+    return gzip_deterministic(write_tar(members), compresslevel=0)
 
 
 def _limit(name: str) -> int:

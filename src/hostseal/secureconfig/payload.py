@@ -109,7 +109,7 @@ def encrypt_payload(data_key: bytes, plaintext: bytes, header_fields: PayloadHea
     return header + AESGCM(data_key).encrypt(nonce, plaintext, header)
 
 
-def read_payload_header(blob: bytes) -> PayloadHeader:
+def read_payload_header(blob: bytes | memoryview) -> PayloadHeader:
     """Parse and check the header of ``local.tgz.ve`` (not yet authenticated).
 
     Raises :class:`BundleCorrupt` for a wrong magic, an unknown version or flags, a truncated
@@ -161,7 +161,7 @@ def read_payload_header(blob: bytes) -> PayloadHeader:
 
 
 def decrypt_payload(
-    data_key: bytes, blob: bytes, expected: PayloadHeaderFields | None = None
+    data_key: bytes, blob: bytes | memoryview, expected: PayloadHeaderFields | None = None
 ) -> bytes:
     """The plaintext archive of ``local.tgz.ve``.
 
@@ -174,7 +174,7 @@ def decrypt_payload(
     header = read_payload_header(blob)
     try:
         plaintext = AESGCM(data_key).decrypt(
-            header.nonce, bytes(blob[PAYLOAD_HEADER_SIZE:]), header.raw
+            header.nonce, memoryview(blob)[PAYLOAD_HEADER_SIZE:], header.raw
         )
     except InvalidTag:
         raise PayloadAuthenticationFailed(

@@ -174,9 +174,7 @@ class Tpm:
         leftovers: list[int] = []
         for first in (0x80000000, 0x02000000, 0x03000000):
             _, data = self._esapi.get_capability(TPM2_CAP.HANDLES, first, 64)
-            leftovers += [
-                int(h) for h in data.data.handles if int(h) >> 24 == first >> 24
-            ]
+            leftovers += [int(h) for h in data.data.handles if int(h) >> 24 == first >> 24]
         for handle in leftovers:
             command = struct.pack(">HII", 0x8001, 14, 0x165) + struct.pack(">I", handle)
             self._tctildr.transmit(command)  # TPM2_FlushContext
