@@ -75,17 +75,18 @@ def _limit(name: str) -> int:
 
 def read_state_tgz(
     data: bytes, *, allowed_extras: frozenset[str] = EXTRA_MEMBERS
-) -> tuple[EncryptionInfo, bytes, dict[str, bytes]]:
-    """``(info, local.tgz.ve bytes, extras)`` from ``state.tgz``; problems: :class:`BundleCorrupt`.
+) -> tuple[EncryptionInfo, memoryview, dict[str, bytes]]:
+    """``(info, local.tgz.ve, extras)`` from ``state.tgz``; problems: :class:`BundleCorrupt`.
 
-    The payload is returned as stored (still encrypted); :func:`decrypt_payload` checks it.
+    The payload is returned as stored (still encrypted) and as a view into the expanded file,
+    not a copy: it is most of the file and is read once, by :func:`decrypt_payload`.
     """
     try:
         raw = gunzip_limited(data, MAX_STATE_BYTES)
     except GunzipError as exc:
         raise BundleCorrupt(f"state.tgz is not a valid gzip file: {exc}.") from None
     known = {INFO_MEMBER, PAYLOAD_MEMBER} | allowed_extras
-    found: dict[str, bytes] = {}
+    spans: dict[str, tuple[int, int]] = {}  # member name -> where its bytes are in ``raw``
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             for member in tar:
@@ -95,7 +96,7 @@ def read_state_tgz(
                         f"state.tgz holds an unexpected member {name[:100]!r}; it holds only "
                         f"{', '.join(sorted(known))}."
                     )
-                if name in found:
+                if name in spans:
                     raise BundleCorrupt(f"state.tgz holds the member {name!r} twice.")
                 if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
                     raise BundleCorrupt(f"state.tgz member {name!r} is not a regular file.")
@@ -106,12 +107,14 @@ def read_state_tgz(
                     )
                 if member.offset_data + member.size > len(raw):
                     raise BundleCorrupt(f"state.tgz is truncated inside the member {name!r}.")
-                found[name] = raw[member.offset_data : member.offset_data + member.size]
+                spans[name] = (member.offset_data, member.offset_data + member.size)
     except TAR_ERRORS as exc:
         raise BundleCorrupt(f"state.tgz is not a valid tar archive ({exc}).") from None
     for required in (INFO_MEMBER, PAYLOAD_MEMBER):
-        if required not in found:
+        if required not in spans:
             raise BundleCorrupt(f"state.tgz has no {required!r} member.")
-    info = EncryptionInfo.from_json(found.pop(INFO_MEMBER))
-    payload = found.pop(PAYLOAD_MEMBER)
-    return info, payload, found
+    view = memoryview(raw)
+    info = EncryptionInfo.from_json(raw[slice(*spans.pop(INFO_MEMBER))])
+    payload = view[slice(*spans.pop(PAYLOAD_MEMBER))]
+    extras = {name: raw[start:end] for name, (start, end) in spans.items()}
+    return info, payload, extras

@@ -47,7 +47,7 @@ class Bundle:
 
     raw: bytes
     info: EncryptionInfo
-    payload: bytes
+    payload: memoryview
     extras: dict[str, bytes] = field(default_factory=dict)
     source: str = STATE
     notices: list[str] = field(default_factory=list)
