@@ -1,11 +1,13 @@
 """``hostseal demo``: the lab demo, hostseal's main job until the attestation server exists.
 
-It starts a lab host, shows ``tpm info`` and the measured boot, reboots the host with Secure Boot
-turned off and shows, in plain words, what changed in the measurements.
+It starts a lab host, shows ``tpm info`` and the measured boot, seals a small configuration,
+reboots the host with Secure Boot turned off, shows in plain words what changed, what the
+unlock says, and the way back (the recovery key, or turning Secure Boot on again).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +19,8 @@ from hostseal import hostinfo, measure
 from hostseal import lab as _lab
 from hostseal.cli import tpm as tpm_cli
 from hostseal.cli._common import settings_of
+from hostseal.errors import SecurityViolation
+from hostseal.secureconfig import manager
 from hostseal.tpm import open_tpm
 
 
@@ -38,12 +42,23 @@ def _boot_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _sample_config(root: Path) -> Path:
+    """A small host configuration to seal: a libvirt secret and an SSH host key (fake)."""
+    config = root / "etc"
+    (config / "libvirt" / "secrets").mkdir(parents=True, exist_ok=True)
+    (config / "libvirt" / "secrets" / "vm1.base64").write_text("c2VjcmV0LXBhc3NwaHJhc2U=\n")
+    (config / "ssh").mkdir(exist_ok=True)
+    (config / "ssh" / "ssh_host_ed25519_key").write_text("demo host key\n")
+    return config
+
+
 @click.command()
 @click.option("--name", default="demo", show_default=True, help="Name of the lab host.")
 @click.option("--keep", is_flag=True, help="Leave the lab host running afterwards.")
 @click.pass_context
 def demo(ctx: click.Context, name: str, keep: bool) -> None:
-    """Start a lab host, show its TPM and measured boot, turn Secure Boot off, show the diff."""
+    """Start a lab host, show its TPM and measured boot, seal a configuration, turn Secure Boot
+    off and show what changed and what the unlock says, then recover."""
     lab_dir = settings_of(ctx).lab_dir
     console = Console()
     if any(h.name == name for h in _lab.list_hosts(lab_dir)):
@@ -51,26 +66,50 @@ def demo(ctx: click.Context, name: str, keep: bool) -> None:
     console.print(Rule(f"1. Lab host {name!r}: a software TPM and a simulated UEFI boot"))
     host = _lab.start(lab_dir, name)
     console.print(f"swtpm at {host.tcti}; event log {host.eventlog}")
+    work = host.path / "demo"
     try:
         console.print(Rule("2. hostseal tpm info"))
         with open_tpm(host.tcti) as tpm:
             tpm_cli._print(hostinfo.collect(tpm, host.eventlog))
-        console.print(Rule("3. The measured boot (hostseal eventlog replay)"))
+        console.print(Rule("3. The measured boot (hostseal eventlog summary)"))
         sealed_log = measure.parse_event_log(host.eventlog.read_bytes())
         console.print(_boot_table(measure.summarize(sealed_log)))
-        console.print(Rule("4. Reboot with Secure Boot turned off"))
-        host = _lab.reboot(lab_dir, name, host.boot.with_changes(secure_boot=False))
-        new_log = measure.parse_event_log(host.eventlog.read_bytes())
-        with open_tpm(host.tcti) as tpm:
-            read = {"sha256": tpm.pcr_read("sha256", range(24))}
-        mismatches = measure.compare_pcrs(new_log, read)
+
+        console.print(Rule("4. Seal a host configuration (hostseal config save)"))
+        hc = manager.HostContext(host.tcti, host.eventlog, work / "bootbank")
+        saved = manager.save(hc, [_sample_config(work)])
+        status = manager.status(hc)
         console.print(
-            "The new event log replays to the TPM's PCRs: "
-            + ("yes" if not mismatches else f"NO ({len(mismatches)} mismatches)")
+            f"Mode {status['mode']}, Require Secure Boot {status['require_secure_boot']}, "
+            f"sealed to PCRs {status['sealed_pcrs']}, recovery key {status['recovery_key_ids']}"
         )
-        console.print(Rule("5. What changed (hostseal eventlog diff)"))
+        key = saved.created_recovery_key
+        assert key is not None
+
+        console.print(Rule("5. Reboot with Secure Boot turned off; what changed"))
+        host = _lab.reboot(lab_dir, name, host.boot.with_changes(secure_boot=False))
+        hc = manager.HostContext(host.tcti, host.eventlog, work / "bootbank")
+        new_log = measure.parse_event_log(host.eventlog.read_bytes())
         for change in measure.diff_logs(sealed_log, new_log):
             console.print(f"  {change.message}")
+
+        console.print(Rule("6. hostseal config unlock (exit code 3 on a real run)"))
+        try:
+            manager.unlock(hc, work / "unlocked-1", None)
+        except SecurityViolation as err:
+            console.print(f"[bold red]{err.message}[/bold red]")
+            console.print(f"What to do: {err.remedy}")
+
+        console.print(Rule("7. Unlock with the recovery key"))
+        rescued = manager.unlock(hc, work / "unlocked-2", key.secret)
+        for notice in rescued.notices:
+            console.print(f"  {notice}")
+
+        console.print(Rule("8. Turn Secure Boot back on: the sealed key is released again"))
+        host = _lab.reboot(lab_dir, name, host.boot.with_changes(secure_boot=True))
+        hc = manager.HostContext(host.tcti, host.eventlog, work / "bootbank")
+        manager.unlock(hc, work / "unlocked-3", None)
+        console.print(f"Configuration restored to {work / 'unlocked-3'} (in a real boot: a tmpfs).")
     finally:
         if not keep:
             _lab.destroy(lab_dir, name)

@@ -437,7 +437,7 @@ def unlock(ctx: HostContext, dest: Path, recovery_secret: bytes | None = None) -
             "Decrypted for rescue with the recovery key, but NOT sealed again: "
             + err.message.removeprefix(f"{CHANGE_REFUSED}: ")
             + (f" {err.remedy}" if err.remedy else "")
-            + " Then unlock with the recovery key once more to re-seal."
+            + " After fixing it, unlock again (with the recovery key if the TPM still refuses)."
         )
         return Outcome(info, notices, resealed=False)
     notices.append(
