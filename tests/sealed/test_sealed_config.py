@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hostseal import lab
+from hostseal.secureconfig import manager
 from hostseal.errors import EXIT_SECURITY_VIOLATION
 
 from .conftest import Env

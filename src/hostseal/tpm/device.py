@@ -122,13 +122,17 @@ def _unavailable_remedy(tcti: Tcti) -> str:
     )
 
 
-def _check_device(tcti: Tcti) -> None:
+SYSFS_TPM = Path("/sys/class/tpm")
+
+
+def check_device(tcti: Tcti, sysfs: Path = SYSFS_TPM) -> None:
+    """Before opening a kernel TPM device: it exists, it is a TPM 2.0, we may open it."""
     path = tcti.device_path
     if path is None:
         return
     if not path.exists():
         raise TpmUnavailable(f"No TPM device at {path}.", _unavailable_remedy(tcti))
-    major = Path("/sys/class/tpm") / path.name.replace("tpmrm", "tpm") / "tpm_version_major"
+    major = sysfs / path.name.replace("tpmrm", "tpm") / "tpm_version_major"
     with contextlib.suppress(OSError):
         if major.read_text().strip() == "1":
             raise TpmNotSupported(
@@ -153,7 +157,7 @@ class Tpm:
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> Tpm:
-        _check_device(self.tcti)
+        check_device(self.tcti)
         # The TSS libraries log every failed command to stderr; hostseal reports errors itself.
         os.environ.setdefault("TSS2_LOG", "all+NONE")
         try:
