@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hostseal import lab
-from hostseal.secureconfig import manager
 from hostseal.errors import EXIT_SECURITY_VIOLATION
+from hostseal.secureconfig import manager
 
 from .conftest import Env
 
@@ -201,7 +201,10 @@ def test_bootbank_holds_nothing_in_clear(env: Env) -> None:
         ["tar", "xzf", str(work / "local.tgz.ve"), "-C", str(work)], capture_output=True, text=True
     )
     assert bad.returncode != 0
+    ctx = manager.HostContext(env.host.tcti, env.host.eventlog, env.bootbank)
+    data_key = manager._data_key(ctx, ctx.store.load())
     secrets = [
+        data_key,
         b"TOP-SECRET-LIBVIRT-PASSPHRASE",
         b"PRIVATE-SSH-HOST-KEY-MATERIAL",
         key.encode(),
