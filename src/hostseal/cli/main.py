@@ -32,8 +32,9 @@ def cli(ctx: click.Context, tcti: str | None) -> None:
 
 
 def _register() -> None:
-    from hostseal.cli import config, demo, eventlog, lab, tpm
+    from hostseal.cli import agent, config, demo, eventlog, lab, tpm
 
+    cli.add_command(agent.agent)
     cli.add_command(config.config)
     cli.add_command(config.recovery)
     cli.add_command(demo.demo)

@@ -13,6 +13,7 @@ The secret becomes a wrapping key with HKDF-SHA256 (see :func:`derive_recovery_w
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import re
@@ -112,6 +113,18 @@ def parse_recovery_id(text: str) -> UUID:
             "braces and case do not matter.",
         )
     return UUID(stripped)
+
+
+KCV_LABEL = b"hostseal recovery key check v1"
+
+
+def key_check_value(recovery_id: UUID, secret: bytes) -> str:
+    """A proof that someone holds a recovery key, without the key (see docs/api.md): the
+    first 16 bytes of HMAC-SHA256(secret, label || recovery_id), hex. The agent reports one per
+    recovery slot; the server compares it with the KCV of the key it escrowed."""
+    if len(secret) != RECOVERY_SECRET_BYTES:
+        raise ValueError(f"a recovery secret is {RECOVERY_SECRET_BYTES} bytes, not {len(secret)}")
+    return hmac.new(secret, KCV_LABEL + recovery_id.bytes, hashlib.sha256).digest()[:16].hex()
 
 
 def derive_recovery_wrapping_key(secret: bytes, salt: bytes) -> bytes:

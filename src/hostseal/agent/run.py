@@ -1,0 +1,203 @@
+"""The agent's work: enrol once, then attest (and escrow recovery keys) on an interval.
+
+Enrolment (docs/api.md): a fresh AK under the storage primary; ``enrol/start`` with the EK
+public key (and its certificate where the TPM has one) and the AK; the server answers with
+MakeCredential; ``ActivateCredential`` recovers its secret, which only this TPM can;
+``enrol/finish`` returns the agent token.
+
+An attestation: ``attest/challenge`` gives a fresh nonce and the PCRs to quote; the agent quotes
+them with the AK and sends the quote, the PCR values, the event log and the sealed-configuration
+status (with a key check value per recovery slot); the server answers with the verdict. Recovery
+keys are escrowed whenever the set of recovery slots changed since the last escrow.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hostseal.agent.client import Client, ServiceError
+from hostseal.agent.state import AgentState
+from hostseal.errors import HostsealError
+from hostseal.secureconfig import manager
+from hostseal.secureconfig.recoverykey import key_check_value
+from hostseal.secureconfig.store import NoBundle
+from hostseal.tpm import Tpm, open_tpm
+from hostseal.tpm.attestation import AkUnavailable, activate_credential, create_ak, quote
+
+log = logging.getLogger("hostseal.agent")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    server: str
+    ca: Path | None
+    tcti: str
+    eventlog: Path
+    bootbank: Path
+    state_dir: Path
+    interval: float = 300.0
+
+
+@dataclass
+class AttestOutcome:
+    status: str
+    messages: list[str] = field(default_factory=list)
+    escrowed: int = 0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.state = AgentState(config.state_dir)
+
+    # -- enrolment ---------------------------------------------------------------------------
+    def _ek_kind(self, tpm: Tpm) -> tuple[str, bytes | None]:
+        for kind in ("rsa", "ecc"):
+            cert = tpm.ek_certificate(kind)
+            if cert is not None:
+                return kind, cert
+        return "ecc", None
+
+    def enrol(self) -> str:
+        """Enrol with the service; returns the status it gave (``enrolled``, ...)."""
+        with open_tpm(self.config.tcti) as tpm:
+            kind, cert = self._ek_kind(tpm)
+            ak = create_ak(tpm)
+            ek_public = tpm.ek_public(kind)
+            client = Client(self.config.server, self.config.ca)
+            try:
+                started = client.post(
+                    "/v1/enrol/start",
+                    {
+                        "name": self.config.name,
+                        "ek_public": _b64(ek_public),
+                        "ek_certificate": _b64(cert) if cert else None,
+                        "ak_public": _b64(ak.public),
+                    },
+                )
+                secret = activate_credential(
+                    tpm,
+                    ak,
+                    kind,
+                    base64.b64decode(started["credential_blob"]),
+                    base64.b64decode(started["encrypted_secret"]),
+                )
+                finished = client.post(
+                    "/v1/enrol/finish",
+                    {
+                        "enrolment_id": started["enrolment_id"],
+                        "secret": _b64(secret),
+                    },
+                )
+            finally:
+                client.close()
+        self.state.save_ak(ak, kind)
+        self.state.save_token(str(finished["agent_token"]))
+        log.info("enrolled as %s: %s", self.config.name, finished.get("status"))
+        return str(finished.get("status", "enrolled"))
+
+    # -- attestation -------------------------------------------------------------------------
+    def _secure_config(self) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+        """The sealed configuration's status with a KCV per recovery slot, and the keys to
+        escrow when the slots changed since the last escrow."""
+        ctx = manager.HostContext(self.config.tcti, self.config.eventlog, self.config.bootbank)
+        try:
+            status = manager.status(ctx)
+        except NoBundle:
+            return None, []
+        ids = [str(i) for i in status["recovery_key_ids"]]  # type: ignore[attr-defined]
+        escrowed = self.state.escrowed()
+        to_escrow: list[tuple[str, str]] = []
+        if set(ids) != set(escrowed):
+            keys = manager.recovery_list(ctx)  # audited in the bootbank's audit log
+            escrowed = {k.formatted_id: key_check_value(k.recovery_id, k.secret) for k in keys}
+            to_escrow = [(k.formatted_id, k.formatted_key) for k in keys]
+        checks = [{"recovery_id": i, "kcv": escrowed[i]} for i in ids if i in escrowed]
+        return {
+            "mode": status["mode"],
+            "require_secure_boot": status["require_secure_boot"],
+            "require_exec_installed_only": status["require_exec_installed_only"],
+            "recovery_key_checks": checks,
+        }, to_escrow
+
+    def attest_once(self) -> AttestOutcome:
+        """Enrol if needed, then one attestation (and escrow when keys changed)."""
+        loaded = self.state.load_ak()
+        if loaded is None or self.state.token() is None:
+            self.enrol()
+            loaded = self.state.load_ak()
+            assert loaded is not None
+        ak, _ = loaded
+        client = Client(self.config.server, self.config.ca, self.state.token())
+        try:
+            challenge = client.post("/v1/attest/challenge", {})
+            nonce = bytes.fromhex(challenge["nonce"])
+            with open_tpm(self.config.tcti) as tpm:
+                try:
+                    evidence = quote(tpm, ak, nonce, challenge["bank"], challenge["pcrs"])
+                except AkUnavailable:
+                    log.warning("the AK no longer loads (TPM replaced or cleared): enrolling again")
+                    self.state.forget_enrolment()
+                    raise
+            try:
+                eventlog = self.config.eventlog.read_bytes()
+            except OSError:
+                eventlog = b""
+            secure_config, to_escrow = self._secure_config()
+            verdict = client.post(
+                "/v1/attest/evidence",
+                {
+                    "nonce": challenge["nonce"],
+                    "quote": _b64(evidence.attest),
+                    "signature": _b64(evidence.signature),
+                    "pcrs": {evidence.bank: {str(p): v.hex() for p, v in evidence.pcrs.items()}},
+                    "eventlog": _b64(eventlog) if eventlog else None,
+                    "secure_config": secure_config,
+                },
+            )
+            escrowed = 0
+            if to_escrow:
+                client.post(
+                    "/v1/escrow", {"keys": [{"recovery_id": i, "key": k} for i, k in to_escrow]}
+                )
+                escrowed = len(to_escrow)
+                if secure_config is not None:
+                    self.state.save_escrowed(
+                        {c["recovery_id"]: c["kcv"] for c in secure_config["recovery_key_checks"]}
+                    )
+        finally:
+            client.close()
+        return AttestOutcome(str(verdict["status"]), list(verdict.get("messages", [])), escrowed)
+
+    def run(self, *, once: bool = False, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Attest now and then every ``interval`` seconds; on errors retry with backoff."""
+        backoff = 5.0
+        while True:
+            try:
+                outcome = self.attest_once()
+            except (HostsealError, OSError) as err:
+                if once:
+                    raise
+                if isinstance(err, ServiceError) and err.status == 401:
+                    self.state.forget_enrolment()  # the server no longer knows this token
+                log.warning("attestation failed: %s; retrying in %.0f s", err, backoff)
+                sleep(backoff + random.uniform(0, backoff / 2))
+                backoff = min(backoff * 2, self.config.interval)
+                continue
+            backoff = 5.0
+            log.info("attested: %s %s", outcome.status, "; ".join(outcome.messages))
+            if once:
+                return
+            sleep(self.config.interval)

@@ -1,0 +1,100 @@
+"""``hostseal agent``: the host side of attestation."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import click
+
+from hostseal.agent import Agent, AgentConfig
+from hostseal.agent.state import default_state_dir
+from hostseal.cli._common import echo_json, json_option, settings_of
+
+
+@click.group()
+def agent() -> None:
+    """Enrol this host with the attestation service and attest (no inbound port needed)."""
+
+
+@agent.command()
+@click.option(
+    "--server",
+    envvar="HOSTSEAL_SERVER",
+    required=True,
+    help="The service's URL, e.g. https://attest.example:8443 (HOSTSEAL_SERVER).",
+)
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="HOSTSEAL_SERVER_CA",
+    help="CA certificate of the service (HOSTSEAL_SERVER_CA).",
+)
+@click.option(
+    "--name",
+    default=socket.gethostname,
+    show_default="the host name",
+    help="The name this host enrols under.",
+)
+@click.option(
+    "--interval", type=float, default=300.0, show_default=True, help="Seconds between attestations."
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Where the agent keeps its AK and token (HOSTSEAL_AGENT_DIR; default "
+    "/var/lib/hostseal/agent).",
+)
+@click.option(
+    "--bootbank",
+    type=click.Path(path_type=Path),
+    help="The sealed configuration to report and escrow (HOSTSEAL_BOOTBANK).",
+)
+@click.option("--eventlog", type=click.Path(path_type=Path), help="HOSTSEAL_EVENTLOG.")
+@click.option("--once", is_flag=True, help="Attest once and exit (exit 1 if that fails).")
+@json_option
+@click.pass_context
+def run(
+    ctx: click.Context,
+    server: str,
+    ca: Path | None,
+    name: str,
+    interval: float,
+    state_dir: Path | None,
+    bootbank: Path | None,
+    eventlog: Path | None,
+    once: bool,
+    as_json: bool,
+) -> None:
+    """Enrol (first time), then attest now and every --interval seconds, escrowing recovery
+    keys when they change. A rebooted host attests again by itself."""
+    s = settings_of(ctx).with_overrides(bootbank=bootbank, eventlog=eventlog)
+    config = AgentConfig(
+        name=name,
+        server=server,
+        ca=ca,
+        tcti=s.tcti,
+        eventlog=s.eventlog,
+        bootbank=s.bootbank,
+        state_dir=state_dir or default_state_dir(),
+        interval=interval,
+    )
+    the_agent = Agent(config)
+    if once:
+        outcome = the_agent.attest_once()
+        if as_json:
+            echo_json(
+                {
+                    "status": outcome.status,
+                    "messages": outcome.messages,
+                    "escrowed": outcome.escrowed,
+                }
+            )
+        else:
+            click.echo(f"{name}: {outcome.status}")
+            for message in outcome.messages:
+                click.echo(f"  {message}")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    the_agent.run()
