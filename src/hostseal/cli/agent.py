@@ -98,3 +98,28 @@ def run(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     the_agent.run()
+
+
+@agent.command("install-unit")
+@click.option("--server", envvar="HOSTSEAL_SERVER", required=True, help="The service's URL.")
+@click.option(
+    "--ca",
+    type=click.Path(path_type=Path),
+    envvar="HOSTSEAL_SERVER_CA",
+    required=True,
+    help="CA certificate of the service.",
+)
+@click.option("--interval", type=int, default=300, show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/"), show_default=True)
+def install_unit(server: str, ca: Path, interval: int, root: Path) -> None:
+    """Install and enable hostseal-agent.service."""
+    import os
+    import shutil
+    import sys
+
+    from hostseal import systemd
+
+    exe = shutil.which("hostseal") or os.path.abspath(sys.argv[0])
+    text = systemd.agent_unit(exe, server, ca, interval)
+    for path in systemd.install(root, systemd.AGENT_UNIT, text, "multi-user.target"):
+        click.echo(f"Wrote {path}")

@@ -10,11 +10,10 @@ what changed and how to unlock with a recovery key.
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
-from hostseal.fsutil import atomic_write
+from hostseal import systemd
 
 UNIT_NAME = "hostseal-unlock.service"
 RUNTIME_CONFIG = Path("/run/hostseal/config")
@@ -62,13 +61,4 @@ WantedBy=sysinit.target
 
 def install(root: Path, hostseal: str, bootbank: Path, tcti: str) -> list[Path]:
     """Write the unit under ``root`` (``/`` on a host) and enable it; return what was written."""
-    units = root / "etc/systemd/system"
-    wants = units / "sysinit.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    unit = units / UNIT_NAME
-    atomic_write(unit, unit_text(hostseal, bootbank, tcti).encode(), mode=0o644)
-    link = wants / UNIT_NAME
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    os.symlink(f"../{UNIT_NAME}", link)
-    return [unit, link]
+    return systemd.install(root, UNIT_NAME, unit_text(hostseal, bootbank, tcti), "sysinit.target")
