@@ -32,7 +32,7 @@ def cli(ctx: click.Context, tcti: str | None) -> None:
 
 
 def _register() -> None:
-    from hostseal.cli import agent, config, demo, eventlog, lab, tpm
+    from hostseal.cli import agent, config, demo, eventlog, lab, quote, tpm
 
     cli.add_command(agent.agent)
     cli.add_command(config.config)
@@ -41,6 +41,7 @@ def _register() -> None:
     cli.add_command(tpm.tpm)
     cli.add_command(eventlog.eventlog)
     cli.add_command(lab.lab)
+    cli.add_command(quote.quote)
 
 
 _register()

@@ -1,0 +1,91 @@
+"""Attestation, pure: evidence in, a result or an :class:`AttestError` out.
+
+No files, sockets, database or TPM here (and no tpm2-pytss: TPM structures are parsed by hand).
+
+>>> ak = load_ak_public(ak_pub)                                            # doctest: +SKIP
+>>> verify_quote(ak, attest, signature, nonce=nonce, pcrs={"sha256": {0: v0, 7: v7}},
+...              eventlog=log)                                             # doctest: +SKIP
+"""
+
+from hostseal.attest.credential import make_credential
+from hostseal.attest.ekcert import (
+    DEFAULT_TPM_CA_DIR,
+    EkCertificate,
+    TrustStore,
+    verify_ek_certificate,
+)
+from hostseal.attest.errors import (
+    AkNameInvalid,
+    AkUnsuitable,
+    AttestError,
+    EkCertificateMalformed,
+    EkCertificateMismatch,
+    EkCertificateUntrusted,
+    EkPublicInvalid,
+    NonceMismatch,
+    NotAQuote,
+    PcrDigestMismatch,
+    PcrSelectionMismatch,
+    PolicyInvalid,
+    QuoteEventLogMismatch,
+    QuoteMalformed,
+    QuoteSignatureInvalid,
+    TrustStoreInvalid,
+)
+from hostseal.attest.policy import AllowedApplication, ReferencePolicy, capture_policy
+from hostseal.attest.quote import Quote, QuoteResult, parse_quote, pcr_digest, verify_quote
+from hostseal.attest.tpm2b import (
+    Attest,
+    ClockInfo,
+    PcrSelection,
+    Signature,
+    parse_attest,
+    parse_signature,
+)
+from hostseal.attest.tpmkey import AkPublic, TpmPublic, load_ak_public, parse_public
+from hostseal.attest.verdict import Finding, Verdict, evaluate
+
+__all__ = [
+    "DEFAULT_TPM_CA_DIR",
+    "AkNameInvalid",
+    "AkPublic",
+    "AkUnsuitable",
+    "AllowedApplication",
+    "Attest",
+    "AttestError",
+    "ClockInfo",
+    "EkCertificate",
+    "EkCertificateMalformed",
+    "EkCertificateMismatch",
+    "EkCertificateUntrusted",
+    "EkPublicInvalid",
+    "Finding",
+    "NonceMismatch",
+    "NotAQuote",
+    "PcrDigestMismatch",
+    "PcrSelection",
+    "PcrSelectionMismatch",
+    "PolicyInvalid",
+    "Quote",
+    "QuoteEventLogMismatch",
+    "QuoteMalformed",
+    "QuoteResult",
+    "QuoteSignatureInvalid",
+    "ReferencePolicy",
+    "Signature",
+    "TpmPublic",
+    "TrustStore",
+    "TrustStoreInvalid",
+    "Verdict",
+    "capture_policy",
+    "evaluate",
+    "load_ak_public",
+    "make_credential",
+    "parse_attest",
+    "parse_public",
+    "parse_quote",
+    "parse_signature",
+    "pcr_digest",
+    "verify_ek_certificate",
+    "verify_quote",
+]
