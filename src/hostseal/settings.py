@@ -15,6 +15,7 @@ from pathlib import Path
 DEFAULT_TCTI = "device:/dev/tpmrm0"
 DEFAULT_EVENTLOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 DEFAULT_BOOTBANK = Path("/var/lib/hostseal/bootbank")
+DEFAULT_TPM_CA_DIR = Path("/etc/hostseal/tpm-ca")
 
 
 def default_lab_dir(env: Mapping[str, str]) -> Path:
@@ -34,12 +35,16 @@ class Settings:
     ``lab_dir``   -- ``HOSTSEAL_LAB_DIR``; default ``$XDG_RUNTIME_DIR/hostseal-lab`` or
                      ``~/.local/state/hostseal/lab``.
     ``bootbank``  -- ``HOSTSEAL_BOOTBANK`` / ``--bootbank``; default ``/var/lib/hostseal/bootbank``.
+    ``tpm_ca_dir``-- ``HOSTSEAL_TPM_CA_DIR``: TPM vendor CA certificates that EK certificates are
+                     checked against; default ``/etc/hostseal/tpm-ca`` (empty until you add a
+                     vendor bundle: see docs/attestation.md).
     """
 
     tcti: str = DEFAULT_TCTI
     eventlog: Path = DEFAULT_EVENTLOG
     lab_dir: Path = Path()
     bootbank: Path = DEFAULT_BOOTBANK
+    tpm_ca_dir: Path = DEFAULT_TPM_CA_DIR
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +54,7 @@ class Settings:
             eventlog=Path(env.get("HOSTSEAL_EVENTLOG") or DEFAULT_EVENTLOG),
             lab_dir=Path(env.get("HOSTSEAL_LAB_DIR") or default_lab_dir(env)),
             bootbank=Path(env.get("HOSTSEAL_BOOTBANK") or DEFAULT_BOOTBANK),
+            tpm_ca_dir=Path(env.get("HOSTSEAL_TPM_CA_DIR") or DEFAULT_TPM_CA_DIR),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
