@@ -32,7 +32,7 @@ def cli(ctx: click.Context, tcti: str | None) -> None:
 
 
 def _register() -> None:
-    from hostseal.cli import agent, config, demo, eventlog, lab, quote, tpm
+    from hostseal.cli import admin, agent, config, demo, eventlog, lab, quote, server, tpm
 
     cli.add_command(agent.agent)
     cli.add_command(config.config)
@@ -42,6 +42,9 @@ def _register() -> None:
     cli.add_command(eventlog.eventlog)
     cli.add_command(lab.lab)
     cli.add_command(quote.quote)
+    cli.add_command(server.server)
+    for group in (admin.host, admin.alarm, admin.policy, admin.escrow):
+        cli.add_command(group)
 
 
 _register()

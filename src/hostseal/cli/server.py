@@ -1,0 +1,173 @@
+"""``hostseal server``: run the attestation service, manage its tokens, find its CA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hostseal.cli._common import echo_json, json_option
+
+_data_dir = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The server's data directory. Environment: HOSTSEAL_SERVER_DATA; "
+    "default /var/lib/hostseal/server.",
+)
+_db = click.option(
+    "--db",
+    "database_url",
+    metavar="URL",
+    help="Database URL (SQLAlchemy). Environment: HOSTSEAL_SERVER_DB; default a SQLite file "
+    "in the data directory.",
+)
+
+
+@click.group()
+def server() -> None:
+    """The attestation service: inventory, attestation, alarms, recovery-key escrow."""
+
+
+@server.command("run")
+@_data_dir
+@_db
+@click.option(
+    "--bind",
+    metavar="HOST:PORT",
+    help="Address to listen on. Environment: HOSTSEAL_SERVER_BIND; default 127.0.0.1:8443.",
+)
+@click.option(
+    "--ek-policy",
+    type=click.Choice(["approve", "require-chain"]),
+    help="Hosts whose EK has no trusted vendor chain: wait for approval (approve, the default) "
+    "or are refused (require-chain). Environment: HOSTSEAL_SERVER_EK_POLICY.",
+)
+@click.option(
+    "--tls-name",
+    "tls_names",
+    multiple=True,
+    metavar="NAME",
+    help="Extra name (DNS or IP) for the generated server certificate; repeatable.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+def run(
+    data_dir: Path | None,
+    database_url: str | None,
+    bind: str | None,
+    ek_policy: str | None,
+    tls_names: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Serve the REST API over TLS. At first start the data directory gets its database, the
+    escrow server key (server.key, mode 0600) and a CA plus server certificate (tls/)."""
+    from hostseal.server.local import serve
+    from hostseal.server.settings import ServerSettings, parse_bind
+
+    if bind is not None:
+        parse_bind(bind)
+    base = ServerSettings.from_env()
+    settings = base.with_overrides(
+        data_dir=data_dir,
+        database_url=database_url,
+        bind=bind,
+        ek_policy=ek_policy,
+        tls_names=(*base.tls_names, *tls_names) if tls_names else None,
+    )
+    serve(settings, log_level=log_level)
+
+
+@server.group("token")
+def token() -> None:
+    """API tokens (viewer, operator, admin); works on the data directory, no server needed."""
+
+
+@token.command("create")
+@click.option(
+    "--role", type=click.Choice(["viewer", "operator", "admin"]), required=True, help="The role."
+)
+@click.option("--name", required=True, help="Who holds the token (unique among active tokens).")
+@_data_dir
+@_db
+@json_option
+def token_create(
+    role: str, name: str, data_dir: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """Create a token and print it once: it is stored only as a hash."""
+    from hostseal.server.local import create_token
+    from hostseal.server.settings import ServerSettings
+
+    settings = ServerSettings.from_env().with_overrides(
+        data_dir=data_dir, database_url=database_url
+    )
+    value = create_token(settings, role=role, name=name)
+    if as_json:
+        echo_json({"name": name, "role": role, "token": value})
+        return
+    click.echo(value)
+    click.echo(
+        f"Token {name!r} ({role}) created. It is shown only now: give it to its holder, who "
+        "sets HOSTSEAL_TOKEN (or uses --token-file).",
+        err=True,
+    )
+
+
+@token.command("list")
+@_data_dir
+@_db
+@json_option
+def token_list(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+    """The tokens (names and roles; never the tokens themselves)."""
+    from hostseal.server.local import list_tokens
+    from hostseal.server.settings import ServerSettings
+
+    settings = ServerSettings.from_env().with_overrides(
+        data_dir=data_dir, database_url=database_url
+    )
+    rows = list_tokens(settings)
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("Name", "Role", "Created", "Revoked")
+    for row in rows:
+        table.add_row(row["name"], row["role"], row["created_at"], row["revoked_at"] or "")
+    Console().print(table)
+
+
+@token.command("revoke")
+@click.argument("name")
+@_data_dir
+@_db
+def token_revoke(name: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Revoke the active token called NAME."""
+    from hostseal.server.local import revoke_token
+    from hostseal.server.settings import ServerSettings
+
+    settings = ServerSettings.from_env().with_overrides(
+        data_dir=data_dir, database_url=database_url
+    )
+    revoke_token(settings, name)
+    click.echo(f"Token {name!r} revoked.")
+
+
+@server.command("ca-cert")
+@_data_dir
+def ca_cert(data_dir: Path | None) -> None:
+    """Print the path of the CA certificate clients trust (HOSTSEAL_SERVER_CA / --ca)."""
+    from hostseal.server.local import ca_certificate
+    from hostseal.server.settings import ServerSettings
+
+    settings = ServerSettings.from_env().with_overrides(data_dir=data_dir)
+    path = ca_certificate(settings)
+    if path is None:
+        raise click.ClickException(
+            "The server uses its own certificate (HOSTSEAL_SERVER_TLS_CERT) and no CA was "
+            "given (HOSTSEAL_SERVER_TLS_CA)."
+        )
+    click.echo(str(path))

@@ -1,0 +1,163 @@
+"""Alarms: raised by the service, acknowledged and reset by operators, cleared by the service.
+
+States: ``raised`` -> ``acknowledged`` (an operator saw it) -> ``cleared``. A cleared alarm is
+history; the next time its condition arises a new alarm is raised. Every change is an
+:class:`~hostseal.server.models.AlarmEvent` with who and a comment.
+
+Kinds (as vSphere names them):
+
+* ``host-tpm-attestation`` -- raised when an attestation fails, cleared by the next one that
+  passes;
+* ``tpm-recovery-key-backup`` -- raised for a TPM-mode host until the service holds every
+  recovery key the host reports (checked by KCV), raised again after a rotation.
+
+A reset by hand is refused while the alarm's condition still holds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hostseal.server.errors import AlarmConditionHolds, Conflict, NotFound
+from hostseal.server.models import Alarm, AlarmEvent, Host
+from hostseal.server.tokens import SYSTEM, Principal
+
+ATTESTATION = "host-tpm-attestation"
+RECOVERY_KEY_BACKUP = "tpm-recovery-key-backup"
+TITLES = {
+    ATTESTATION: "Host TPM attestation alarm",
+    RECOVERY_KEY_BACKUP: "TPM encryption recovery key backup alarm",
+}
+RAISED, ACKNOWLEDGED, CLEARED = "raised", "acknowledged", "cleared"
+
+
+def active(session: Session, host: Host, kind: str) -> Alarm | None:
+    return session.scalar(
+        select(Alarm).where(Alarm.host_id == host.id, Alarm.kind == kind, Alarm.state != CLEARED)
+    )
+
+
+def _event(alarm: Alarm, event: str, who: Principal, comment: str, now: datetime) -> None:
+    alarm.events.append(AlarmEvent(at=now, event=event, who=who.name, comment=comment))
+    alarm.updated_at = now
+
+
+def ensure_raised(session: Session, host: Host, kind: str, message: str, now: datetime) -> Alarm:
+    """The host's active alarm of ``kind``, raised now if there is none (message updated)."""
+    alarm = active(session, host, kind)
+    if alarm is not None:
+        alarm.message = message
+        return alarm
+    alarm = Alarm(
+        host=host, kind=kind, state=RAISED, message=message, raised_at=now, updated_at=now
+    )
+    session.add(alarm)
+    _event(alarm, RAISED, SYSTEM, message, now)
+    return alarm
+
+
+def ensure_cleared(session: Session, host: Host, kind: str, comment: str, now: datetime) -> None:
+    """Clear the host's active alarm of ``kind``, if any: its condition is gone."""
+    alarm = active(session, host, kind)
+    if alarm is not None:
+        alarm.state = CLEARED
+        _event(alarm, CLEARED, SYSTEM, comment, now)
+
+
+def get(session: Session, alarm_id: int) -> Alarm:
+    alarm = session.get(Alarm, alarm_id)
+    if alarm is None:
+        raise NotFound(f"There is no alarm {alarm_id}.", "List the alarms: hostseal alarm list.")
+    return alarm
+
+
+def acknowledge(
+    session: Session, alarm_id: int, who: Principal, comment: str, now: datetime
+) -> Alarm:
+    alarm = get(session, alarm_id)
+    if alarm.state == CLEARED:
+        raise Conflict(
+            f"Alarm {alarm_id} ({TITLES.get(alarm.kind, alarm.kind)}) is already cleared.",
+            "Only raised alarms can be acknowledged.",
+        )
+    alarm.state = ACKNOWLEDGED
+    _event(alarm, ACKNOWLEDGED, who, comment, now)
+    return alarm
+
+
+def condition(session: Session, alarm: Alarm) -> tuple[str, str] | None:
+    """Why the alarm's condition still holds (message, remedy), or None when it is gone."""
+    host = alarm.host
+    if alarm.kind == ATTESTATION:
+        if host.last_status == "Failed":
+            why = "; ".join(str(m) for m in host.last_messages) or "no message"
+            return (
+                f"the last attestation of host {host.name!r} failed ({why})",
+                "Fix the cause; the alarm clears by itself when the host's next attestation "
+                "passes.",
+            )
+        return None
+    if alarm.kind == RECOVERY_KEY_BACKUP:
+        from hostseal.server.escrow import backup_problem
+
+        problem = backup_problem(session, host)
+        if problem is not None:
+            return (
+                problem,
+                "Let the host's agent escrow its recovery keys (POST /v1/escrow, done at each "
+                "report); the alarm clears by itself once the server holds every recovery key "
+                "the host reports.",
+            )
+    return None
+
+
+def reset(session: Session, alarm_id: int, who: Principal, comment: str, now: datetime) -> Alarm:
+    """Reset to green by hand: refused while the condition holds."""
+    alarm = get(session, alarm_id)
+    if alarm.state == CLEARED:
+        raise Conflict(f"Alarm {alarm_id} is already cleared.", "Nothing to reset.")
+    holds = condition(session, alarm)
+    if holds is not None:
+        message, remedy = holds
+        raise AlarmConditionHolds(
+            f"The {TITLES.get(alarm.kind, alarm.kind)} of host {alarm.host.name!r} cannot be "
+            f"reset by hand while its condition holds: {message}.",
+            remedy,
+        )
+    alarm.state = CLEARED
+    _event(alarm, "reset", who, comment, now)
+    return alarm
+
+
+def list_alarms(
+    session: Session, *, host: str | None = None, state: str | None = None, limit: int = 500
+) -> list[Alarm]:
+    query = select(Alarm).join(Alarm.host).order_by(Alarm.id.desc()).limit(limit)
+    if host is not None:
+        query = query.where(Host.name == host)
+    if state == "active":
+        query = query.where(Alarm.state != CLEARED)
+    elif state is not None:
+        query = query.where(Alarm.state == state)
+    return list(session.scalars(query))
+
+
+def to_dict(alarm: Alarm) -> dict[str, Any]:
+    return {
+        "id": alarm.id,
+        "host": alarm.host.name,
+        "kind": alarm.kind,
+        "title": TITLES.get(alarm.kind, alarm.kind),
+        "state": alarm.state,
+        "message": alarm.message,
+        "raised_at": alarm.raised_at.isoformat(),
+        "updated_at": alarm.updated_at.isoformat(),
+        "history": [
+            {"at": e.at.isoformat(), "event": e.event, "who": e.who, "comment": e.comment}
+            for e in alarm.events
+        ],
+    }

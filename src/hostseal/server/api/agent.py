@@ -1,0 +1,143 @@
+"""Agent endpoints: enrolment, challenge, evidence, escrow. The host initiates everything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from hostseal.secureconfig.recoverykey import format_recovery_id, parse_recovery_id
+from hostseal.server import attestation, audit, enrol, escrow
+from hostseal.server.api.deps import Agent, Ctx, b64, b64e
+from hostseal.server.api.schemas import (
+    ChallengeOut,
+    EnrolFinish,
+    EnrolFinished,
+    EnrolStart,
+    EnrolStarted,
+    EscrowIn,
+    EscrowOut,
+    EvidenceIn,
+    SecureConfig,
+    VerdictOut,
+)
+from hostseal.server.errors import EvidenceMalformed
+from hostseal.server.models import Host
+from hostseal.server.tokens import require_agent
+
+router = APIRouter(tags=["agent"])
+
+
+@router.post("/enrol/start", response_model=EnrolStarted)
+def enrol_start(body: EnrolStart, ctx: Ctx) -> EnrolStarted:
+    """Send the EK and AK; get a credential only the TPM holding both can activate."""
+    certificate = b64(body.ek_certificate, "ek_certificate") if body.ek_certificate else None
+    started = enrol.start(
+        ctx,
+        body.name,
+        b64(body.ek_public, "ek_public"),
+        certificate,
+        b64(body.ak_public, "ak_public"),
+    )
+    return EnrolStarted(
+        enrolment_id=started.enrolment_id,
+        credential_blob=b64e(started.credential_blob),
+        encrypted_secret=b64e(started.encrypted_secret),
+    )
+
+
+@router.post("/enrol/finish", response_model=EnrolFinished)
+def enrol_finish(body: EnrolFinish, ctx: Ctx) -> EnrolFinished:
+    """Return the activated secret; get the agent token."""
+    finished = enrol.finish(ctx, body.enrolment_id, b64(body.secret, "secret"))
+    return EnrolFinished(
+        host=finished.host,
+        agent_token=finished.agent_token,
+        status=finished.status,  # type: ignore[arg-type]
+    )
+
+
+@router.post("/attest/challenge", response_model=ChallengeOut)
+def challenge(ctx: Ctx, agent: Agent) -> ChallengeOut:
+    """A fresh nonce (single use) and the PCRs to quote."""
+    host_id, _ = require_agent(agent)
+    return ChallengeOut(**attestation.challenge(ctx, host_id))
+
+
+def _pcrs(raw: dict[str, dict[str, str]]) -> dict[str, dict[int, bytes]]:
+    out: dict[str, dict[int, bytes]] = {}
+    for bank, values in raw.items():
+        out[bank] = {}
+        for index, value in values.items():
+            try:
+                number = int(index)
+                digest = bytes.fromhex(value)
+            except ValueError:
+                raise EvidenceMalformed(
+                    f"PCR {bank}:{index} is not a PCR number with a hex digest.",
+                    'Send PCRs as {"sha256": {"0": "<hex>", ...}}.',
+                ) from None
+            out[bank][number] = digest
+    return out
+
+
+def _secure_config(config: SecureConfig | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    checks = []
+    for check in config.recovery_key_checks:
+        try:
+            recovery_id = format_recovery_id(parse_recovery_id(check.recovery_id))
+        except Exception as exc:
+            raise EvidenceMalformed(
+                f"secure_config: {getattr(exc, 'message', exc)}",
+                "Report recovery IDs as GUIDs.",
+            ) from exc
+        checks.append({"recovery_id": recovery_id, "kcv": check.kcv.lower()})
+    return {
+        "mode": config.mode.upper(),
+        "require_secure_boot": config.require_secure_boot,
+        "require_exec_installed_only": config.require_exec_installed_only,
+        "recovery_key_checks": checks,
+    }
+
+
+@router.post(
+    "/attest/evidence",
+    response_model=VerdictOut,
+    responses={409: {"description": "nonce unknown, replayed or expired"}, 422: {}},
+)
+def evidence(body: EvidenceIn, ctx: Ctx, agent: Agent) -> VerdictOut:
+    """The quote over the challenge's nonce, the PCR values, the event log, the secure-config
+    state. Answers the verdict; 409 for a nonce problem, 422 for evidence that does not verify."""
+    host_id, _ = require_agent(agent)
+    submitted = attestation.Evidence(
+        nonce=body.nonce.lower(),
+        quote=b64(body.quote, "quote"),
+        signature=b64(body.signature, "signature"),
+        pcrs=_pcrs(body.pcrs),
+        eventlog=b64(body.eventlog, "eventlog") if body.eventlog else None,
+        secure_config=_secure_config(body.secure_config),
+    )
+    outcome = attestation.submit_evidence(ctx, agent, host_id, submitted)
+    return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
+
+
+@router.post("/escrow", response_model=EscrowOut)
+def escrow_keys(body: EscrowIn, ctx: Ctx, agent: Agent) -> EscrowOut:
+    """Escrow the host's recovery keys (envelope-encrypted with the server key)."""
+    host_id, name = require_agent(agent)
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as session:
+        host = session.get(Host, host_id)
+        assert host is not None
+        held, new = escrow.store_keys(
+            session,
+            ctx.server_key,
+            host,
+            [(k.recovery_id, k.key) for k in body.keys],
+            by=agent.name,
+            now=now,
+        )
+        audit.record(session, agent, "escrow.stored", now=now, host=name, details={"new": new})
+    return EscrowOut(escrowed=held)

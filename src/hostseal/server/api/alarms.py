@@ -1,0 +1,40 @@
+"""User endpoints for alarms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from hostseal.server import alarms
+from hostseal.server.api.deps import Ctx, Operator, Viewer
+from hostseal.server.api.schemas import CommentIn
+
+router = APIRouter(tags=["alarms"])
+
+
+@router.get("/alarms")
+def list_alarms(
+    ctx: Ctx, _: Viewer, host: str | None = None, state: str | None = None
+) -> list[dict[str, Any]]:
+    """Alarms (newest first) with their history; ``state``: raised, acknowledged, cleared or
+    active (not cleared)."""
+    with ctx.sessions() as session:
+        return [alarms.to_dict(a) for a in alarms.list_alarms(session, host=host, state=state)]
+
+
+@router.post("/alarms/{alarm_id}/ack")
+def acknowledge(alarm_id: int, body: CommentIn, ctx: Ctx, who: Operator) -> dict[str, Any]:
+    with ctx.sessions.begin() as session:
+        alarm = alarms.acknowledge(session, alarm_id, who, body.comment, ctx.clock.now())
+        session.flush()
+        return alarms.to_dict(alarm)
+
+
+@router.post("/alarms/{alarm_id}/reset", responses={409: {"description": "condition holds"}})
+def reset(alarm_id: int, body: CommentIn, ctx: Ctx, who: Operator) -> dict[str, Any]:
+    """Reset to green by hand; refused (409) while the alarm's condition still holds."""
+    with ctx.sessions.begin() as session:
+        alarm = alarms.reset(session, alarm_id, who, body.comment, ctx.clock.now())
+        session.flush()
+        return alarms.to_dict(alarm)

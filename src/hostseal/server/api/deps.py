@@ -1,0 +1,75 @@
+"""Shared pieces of the routes: the server context, the caller, base64 fields."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from hostseal.server.context import ServerContext
+from hostseal.server.errors import EvidenceMalformed
+from hostseal.server.tokens import Principal, authenticate, require_agent, require_role
+
+_bearer = HTTPBearer(auto_error=False, description="A user token or an agent token.")
+
+
+def get_ctx(request: Request) -> ServerContext:
+    ctx = request.app.state.ctx
+    assert isinstance(ctx, ServerContext)
+    return ctx
+
+
+Ctx = Annotated[ServerContext, Depends(get_ctx)]
+
+
+def caller(
+    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    with ctx.sessions() as session:
+        return authenticate(session, header)
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def role(name: str, doing: str) -> Callable[[Principal], Principal]:
+    """A dependency: the caller, who must have role ``name`` (or a higher one)."""
+
+    def check(principal: Caller) -> Principal:
+        require_role(principal, name, doing)
+        return principal
+
+    return check
+
+
+Viewer = Annotated[Principal, Depends(role("viewer", "read the inventory"))]
+Operator = Annotated[Principal, Depends(role("operator", "change hosts, alarms and policies"))]
+Admin = Annotated[Principal, Depends(role("admin", "read escrowed recovery keys or the audit log"))]
+
+
+def agent(principal: Caller) -> Principal:
+    require_agent(principal)
+    return principal
+
+
+Agent = Annotated[Principal, Depends(agent)]
+
+
+def b64(value: str, field: str) -> bytes:
+    """Standard base64 (padded) -> bytes; 422 naming the field otherwise."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise EvidenceMalformed(
+            f"The field {field!r} is not base64 (standard alphabet, padded).",
+            "Encode binary values with standard base64, as docs/api.md says.",
+        ) from None
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

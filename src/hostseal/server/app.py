@@ -1,0 +1,157 @@
+"""The FastAPI application: ``create_app(settings) -> FastAPI``.
+
+Routes are under ``/v1`` (docs/api.md), the OpenAPI document at ``/v1/openapi.json``, Prometheus
+metrics at ``/metrics``. Every error is ``HostsealError.to_dict()`` JSON with a status code, never
+a traceback. While the server runs, a background task marks hosts that stopped reporting as
+``not-reporting`` and prunes old challenges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hostseal import __version__
+from hostseal.errors import HostsealError
+from hostseal.server import attestation, views
+from hostseal.server.api import agent, alarms, escrow, hosts
+from hostseal.server.clock import Clock
+from hostseal.server.context import ServerContext
+from hostseal.server.settings import ServerSettings
+from hostseal.server.verify import Verifier
+
+log = logging.getLogger("hostseal.server")
+
+
+def http_status(err: HostsealError) -> int:
+    """The status code of an error: the service's own say it; a refused input is 422."""
+    status = getattr(err, "http_status", None)
+    if isinstance(status, int):
+        return status
+    from hostseal.measure.errors import EventLogError
+    from hostseal.secureconfig.errors import RecoveryKeyError
+
+    refused: tuple[type[BaseException], ...] = (EventLogError, RecoveryKeyError)
+    with contextlib.suppress(ImportError):
+        from hostseal.attest.errors import AttestError
+
+        refused = (*refused, AttestError)
+    return 422 if isinstance(err, refused) else 500
+
+
+def _json(status: int, error: str, message: str, remedy: str, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "message": message, "remedy": remedy, **extra}
+    return JSONResponse(body, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HostsealError)
+    async def hostseal_error(_: Request, err: HostsealError) -> JSONResponse:
+        status = http_status(err)
+        if status >= 500:
+            log.error("request failed: %s", err)
+        return JSONResponse(err.to_dict(), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in err.errors()
+        ]
+        return _json(
+            422,
+            "RequestInvalid",
+            "The request does not have the expected shape: " + "; ".join(problems[:5]),
+            "Check the request against docs/api.md (or GET /v1/openapi.json).",
+            problems=problems,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        if err.status_code == 404:
+            return _json(404, "NotFound", "There is no such endpoint.", "See GET /v1/openapi.json.")
+        if err.status_code == 405:
+            return _json(405, "MethodNotAllowed", str(err.detail), "See GET /v1/openapi.json.")
+        return _json(err.status_code, "HttpError", str(err.detail), "")
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, err: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return _json(
+            500,
+            "InternalError",
+            f"The server failed to handle the request ({type(err).__name__}).",
+            "See the server's log; report it if it persists.",
+        )
+
+
+def run_housekeeping(ctx: ServerContext) -> list[str]:
+    """One round of the background task: mark stale hosts, prune old challenges/enrolments."""
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as session:
+        marked = attestation.mark_stale(session, now, ctx.settings.stale_after)
+        attestation.prune(session, now)
+    return marked
+
+
+async def _housekeeping_loop(ctx: ServerContext) -> None:
+    interval = ctx.settings.staleness_check_every.total_seconds()
+    while True:
+        try:
+            marked = await asyncio.to_thread(run_housekeeping, ctx)
+            if marked:
+                log.warning("hosts not reporting: %s", ", ".join(marked))
+        except Exception:
+            log.exception("housekeeping failed")
+        await asyncio.sleep(interval)
+
+
+def create_app(
+    settings: ServerSettings,
+    *,
+    clock: Clock | None = None,
+    verifier: Verifier | None = None,
+    context: ServerContext | None = None,
+) -> FastAPI:
+    """The application; opens (creates, migrates) the data directory and database now."""
+    ctx = context or ServerContext.open(settings, clock=clock, verifier=verifier)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_housekeeping_loop(ctx))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            ctx.close()
+
+    app = FastAPI(
+        title="hostseal attestation service",
+        version=__version__,
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    _install_error_handlers(app)
+    for router in (agent.router, hosts.router, alarms.router, escrow.router):
+        app.include_router(router, prefix="/v1")
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
+    def metrics() -> PlainTextResponse:
+        with ctx.sessions() as session:
+            text = views.metrics(session)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,134 @@
+r"""A client of the attestation service's REST API (httpx): one server, one token, one CA.
+
+Used by ``hostseal host|alarm|policy|escrow``. Imports neither FastAPI nor SQLAlchemy. The token
+comes from a file (``--token-file`` / ``HOSTSEAL_TOKEN_FILE``) or ``HOSTSEAL_TOKEN``, never from
+the command line; the server's errors become :class:`HostsealError`\ s named after the server's
+error type, with its message and remedy.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hostseal.errors import HostsealError
+
+DEFAULT_SERVER = "https://127.0.0.1:8443"
+
+
+class ApiError(HostsealError):
+    """The server refused a request; the subclass is named after the server's error type."""
+
+
+_ERROR_TYPES: dict[str, type[ApiError]] = {}
+
+
+def _api_error(name: str) -> type[ApiError]:
+    if not name.isidentifier():
+        name = "ApiError"
+    if name not in _ERROR_TYPES:
+        _ERROR_TYPES[name] = type(name, (ApiError,), {})
+    return _ERROR_TYPES[name]
+
+
+class Client:
+    """One server, one token, one CA: JSON in and out, server errors become HostsealErrors."""
+
+    def __init__(self, server: str, token: str, verify: ssl.SSLContext | bool) -> None:
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.server,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=30,
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        try:
+            response = self._http.request(method, path, json=body, params=params)
+        except httpx.ConnectError as exc:
+            text = str(exc)
+            if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+                raise HostsealError(
+                    f"The TLS certificate of {self.server} could not be verified: {text}",
+                    "Give the server's CA certificate with --ca or HOSTSEAL_SERVER_CA (the "
+                    "server prints its path with 'hostseal server ca-cert').",
+                ) from exc
+            raise HostsealError(
+                f"Cannot reach the hostseal server at {self.server}: {text}",
+                "Check --server / HOSTSEAL_SERVER and that 'hostseal server run' is running.",
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise HostsealError(
+                f"The request to {self.server} failed: {exc}", "Try again."
+            ) from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.is_error:
+            if isinstance(data, dict) and "message" in data:
+                extra = {k: v for k, v in data.items() if k not in ("error", "message", "remedy")}
+                raise _api_error(str(data.get("error", "ApiError")))(
+                    str(data["message"]), str(data.get("remedy", "")), extra
+                )
+            raise HostsealError(
+                f"The server answered {response.status_code} to {method} {path}.",
+                "Check that --server points at a hostseal server.",
+            )
+        return data
+
+
+def read_token(token_file: Path | None) -> str:
+    """The token from ``token_file``, else ``HOSTSEAL_TOKEN_FILE``, else ``HOSTSEAL_TOKEN``."""
+    path = token_file or (
+        Path(os.environ["HOSTSEAL_TOKEN_FILE"]) if os.environ.get("HOSTSEAL_TOKEN_FILE") else None
+    )
+    if path is not None:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise HostsealError(
+                f"Cannot read the token file {path}: {exc.strerror or exc}.",
+                "Give a readable file holding the token.",
+            ) from exc
+        if value:
+            return value
+        raise HostsealError(f"The token file {path} is empty.", "Put the token in it.")
+    value = os.environ.get("HOSTSEAL_TOKEN", "").strip()
+    if not value:
+        raise HostsealError(
+            "No API token: set HOSTSEAL_TOKEN or give --token-file.",
+            "Create one on the server: hostseal server token create --role viewer --name NAME.",
+        )
+    return value
+
+
+def tls_verify(ca: Path | None, server: str) -> ssl.SSLContext | bool:
+    """What to verify the server's certificate with: ``ca``, else the local server's CA when
+    readable, else the system's trust store."""
+    if ca is None and server.startswith("https://"):
+        data = Path(os.environ.get("HOSTSEAL_SERVER_DATA") or "/var/lib/hostseal/server")
+        local = data / "tls" / "ca.pem"
+        if os.access(local, os.R_OK):
+            ca = local
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise HostsealError(
+            f"The CA certificate {ca} cannot be used: {exc}.",
+            "Give the server's CA certificate (hostseal server ca-cert prints its path).",
+        ) from exc

@@ -1,0 +1,49 @@
+"""Everything a request needs, built once per server: settings, clock, database, keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from hostseal.server import db
+from hostseal.server.clock import Clock, SystemClock
+from hostseal.server.serverkey import ServerKey, load_or_create
+from hostseal.server.settings import ServerSettings
+from hostseal.server.verify import AttestVerifier, Verifier
+
+
+@dataclass
+class ServerContext:
+    settings: ServerSettings
+    clock: Clock
+    verifier: Verifier
+    engine: Engine
+    sessions: sessionmaker[Session]
+    server_key: ServerKey
+
+    @classmethod
+    def open(
+        cls,
+        settings: ServerSettings,
+        *,
+        clock: Clock | None = None,
+        verifier: Verifier | None = None,
+    ) -> ServerContext:
+        """Create the data directory (0700) and the server key if needed, migrate the DB."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        server_key = load_or_create(settings.server_key_path)
+        engine = db.make_engine(settings.db_url)
+        db.migrate(engine)
+        return cls(
+            settings=settings,
+            clock=clock or SystemClock(),
+            verifier=verifier or AttestVerifier(settings.trust_store_dir),
+            engine=engine,
+            sessions=db.session_factory(engine),
+            server_key=server_key,
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

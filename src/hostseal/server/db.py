@@ -1,0 +1,74 @@
+"""Engine, sessions and migrations.
+
+The schema is created and upgraded by the Alembic migrations shipped in
+:mod:`hostseal.server.migrations`, run programmatically at start (:func:`migrate`). SQLite runs
+in WAL mode with ``synchronous=FULL`` and foreign keys on: a committed transaction survives a
+crash or a power loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from hostseal.errors import HostsealError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseUnavailable(HostsealError):
+    """The database cannot be opened or migrated."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets the pragmas above and can be used from any thread."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def alembic_config(engine: Engine) -> Any:
+    """An Alembic ``Config`` built in code (no alembic.ini), bound to ``engine``."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database to ``revision`` (the newest by default); a no-op when up to date."""
+    from alembic import command
+
+    try:
+        command.upgrade(alembic_config(engine), revision)
+    except HostsealError:
+        raise
+    except Exception as exc:
+        raise DatabaseUnavailable(
+            f"The database {engine.url.render_as_string(hide_password=True)} could not be "
+            f"migrated: {exc}",
+            "Check that the database is reachable and writable, and that it was not written by "
+            "a newer hostseal.",
+        ) from exc
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,150 @@
+"""Settings of the attestation service (``hostseal server``).
+
+Precedence, lowest first: built-in default < environment variable < command-line flag. Nothing is
+read at import time: the CLI builds one :class:`ServerSettings` with :meth:`ServerSettings.from_env`
+and overrides fields from its flags.
+
+- ``data_dir`` -- ``HOSTSEAL_SERVER_DATA`` / ``--data-dir``; default ``/var/lib/hostseal/server``.
+- ``database_url`` -- ``HOSTSEAL_SERVER_DB`` / ``--db``; default ``sqlite:///<data_dir>/hostseal.db``.
+- ``bind`` -- ``HOSTSEAL_SERVER_BIND`` / ``--bind``; default ``127.0.0.1:8443``.
+- ``ek_policy`` -- ``HOSTSEAL_SERVER_EK_POLICY`` / ``--ek-policy``: ``approve`` (default) or
+  ``require-chain``.
+- ``trust_store`` -- ``HOSTSEAL_SERVER_TRUST_STORE``: TPM vendor CA certificates that EK
+  certificates must chain to; default ``/etc/hostseal/tpm-ca`` (as everywhere in hostseal).
+- ``stale_after`` -- ``HOSTSEAL_SERVER_STALE_AFTER`` (seconds); default 900 (3 x the agents'
+  5-minute interval).
+- ``nonce_lifetime`` -- ``HOSTSEAL_SERVER_NONCE_LIFETIME`` (seconds); default 120.
+- ``enrolment_lifetime`` -- ``HOSTSEAL_SERVER_ENROL_LIFETIME`` (seconds); default 300.
+- ``tls_cert`` / ``tls_key`` / ``tls_ca`` -- ``HOSTSEAL_SERVER_TLS_CERT`` / ``_KEY`` / ``_CA``;
+  default: generated under ``<data_dir>/tls`` (:mod:`hostseal.server.tls`).
+- ``tls_names`` -- ``HOSTSEAL_SERVER_TLS_NAMES``: extra names for the server certificate,
+  comma-separated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from hostseal.errors import HostsealError
+
+DEFAULT_DATA_DIR = Path("/var/lib/hostseal/server")
+DEFAULT_BIND = "127.0.0.1:8443"
+DEFAULT_TRUST_STORE = Path("/etc/hostseal/tpm-ca")  # = hostseal.attest.DEFAULT_TPM_CA_DIR
+EK_POLICIES = ("approve", "require-chain")
+EkPolicy = Literal["approve", "require-chain"]
+
+
+class ServerSettingsInvalid(HostsealError):
+    """A server setting (flag or environment variable) has a value that cannot be used."""
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8443`` for IPv6) as a host and a port number."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ServerSettingsInvalid(
+            f"{text!r} is not a bind address.",
+            "Give HOST:PORT, for example 127.0.0.1:8443 or 0.0.0.0:8443.",
+        )
+    return host.strip("[]"), int(port)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> timedelta:
+    raw = env.get(name)
+    if not raw:
+        return timedelta(seconds=default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ServerSettingsInvalid(
+            f"{name}={raw!r} is not a number of seconds.", f"Set {name} to a positive integer."
+        )
+    return timedelta(seconds=value)
+
+
+def check_ek_policy(value: str) -> EkPolicy:
+    if value == "approve":
+        return "approve"
+    if value == "require-chain":
+        return "require-chain"
+    raise ServerSettingsInvalid(
+        f"{value!r} is not an EK policy.", "Use 'approve' (the default) or 'require-chain'."
+    )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the service keeps its state and how it treats hosts. See the module's table."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = None
+    bind: str = DEFAULT_BIND
+    ek_policy: EkPolicy = "approve"
+    trust_store: Path | None = None
+    stale_after: timedelta = timedelta(minutes=15)
+    nonce_lifetime: timedelta = timedelta(seconds=120)
+    enrolment_lifetime: timedelta = timedelta(seconds=300)
+    staleness_check_every: timedelta = timedelta(seconds=60)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_names: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
+        env = os.environ if env is None else env
+
+        def path(name: str) -> Path | None:
+            value = env.get(name)
+            return Path(value) if value else None
+
+        names = tuple(n.strip() for n in env.get("HOSTSEAL_SERVER_TLS_NAMES", "").split(","))
+        return cls(
+            data_dir=path("HOSTSEAL_SERVER_DATA") or DEFAULT_DATA_DIR,
+            database_url=env.get("HOSTSEAL_SERVER_DB") or None,
+            bind=env.get("HOSTSEAL_SERVER_BIND") or DEFAULT_BIND,
+            ek_policy=check_ek_policy(env.get("HOSTSEAL_SERVER_EK_POLICY") or "approve"),
+            trust_store=path("HOSTSEAL_SERVER_TRUST_STORE"),
+            stale_after=_seconds(env, "HOSTSEAL_SERVER_STALE_AFTER", 900),
+            nonce_lifetime=_seconds(env, "HOSTSEAL_SERVER_NONCE_LIFETIME", 120),
+            enrolment_lifetime=_seconds(env, "HOSTSEAL_SERVER_ENROL_LIFETIME", 300),
+            tls_cert=path("HOSTSEAL_SERVER_TLS_CERT"),
+            tls_key=path("HOSTSEAL_SERVER_TLS_KEY"),
+            tls_ca=path("HOSTSEAL_SERVER_TLS_CA"),
+            tls_names=tuple(n for n in names if n),
+        )
+
+    def with_overrides(self, **changes: object) -> ServerSettings:
+        """A copy with the non-``None`` values of ``changes`` applied (flags over environment)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **given)  # type: ignore[arg-type]
+
+    @property
+    def db_url(self) -> str:
+        """The database URL: the setting, or the SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'hostseal.db'}"
+
+    @property
+    def bind_address(self) -> tuple[str, int]:
+        return parse_bind(self.bind)
+
+    @property
+    def trust_store_dir(self) -> Path:
+        """Directory of PEM/DER CA certificates that EK certificates must chain to."""
+        return self.trust_store or DEFAULT_TRUST_STORE
+
+    @property
+    def server_key_path(self) -> Path:
+        """The escrow wrapping key: outside the database, next to it, mode 0600."""
+        return self.data_dir / "server.key"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"

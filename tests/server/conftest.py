@@ -1,0 +1,210 @@
+"""Fixtures of the server tests: an app in-process (httpx ASGI transport), a fixed clock, tokens,
+and software TPMs that enrol and attest through the API."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from hostseal.server import create_app
+from hostseal.server.clock import FixedClock
+from hostseal.server.context import ServerContext
+from hostseal.server.settings import ServerSettings
+from hostseal.server.tokens import create_token
+
+from ._softtpm import SoftTpm
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Api:
+    """Synchronous calls into the ASGI app through httpx.ASGITransport."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await client.request(method, path, headers=headers, json=json, params=params)
+
+        return anyio.run(go)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("PUT", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kw)
+
+
+@dataclass
+class Server:
+    api: Api
+    ctx: ServerContext
+    clock: FixedClock
+    viewer: str
+    operator: str
+    admin: str
+
+    # --- the agent's side, driven with a software TPM -----------------------------------------
+
+    def enrol_start(
+        self, name: str, tpm: SoftTpm, certificate: bytes | None = None
+    ) -> httpx.Response:
+        return self.api.post(
+            "/v1/enrol/start",
+            json={
+                "name": name,
+                "ek_public": b64(tpm.ek_public),
+                "ek_certificate": b64(certificate) if certificate else None,
+                "ak_public": b64(tpm.ak_public),
+            },
+        )
+
+    def enrol(
+        self, name: str, tpm: SoftTpm, expect: int = 200, certificate: bytes | None = None
+    ) -> dict[str, Any]:
+        started = self.enrol_start(name, tpm, certificate)
+        assert started.status_code == 200, started.text
+        body = started.json()
+        secret = tpm.activate(
+            base64.b64decode(body["credential_blob"]), base64.b64decode(body["encrypted_secret"])
+        )
+        finished = self.api.post(
+            "/v1/enrol/finish",
+            json={"enrolment_id": body["enrolment_id"], "secret": b64(secret)},
+        )
+        assert finished.status_code == expect, finished.text
+        data: dict[str, Any] = finished.json()
+        return data
+
+    def challenge(self, agent: str) -> dict[str, Any]:
+        response = self.api.post("/v1/attest/challenge", token=agent, json={})
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def evidence(
+        self,
+        agent: str,
+        tpm: SoftTpm,
+        *,
+        nonce: str | None = None,
+        secure_config: dict[str, Any] | None = None,
+        eventlog: bytes | None = None,
+        **quote_kw: Any,
+    ) -> httpx.Response:
+        if nonce is None:
+            challenge = self.challenge(agent)
+            nonce, pcrs = challenge["nonce"], challenge["pcrs"]
+        else:
+            pcrs = list(range(8))
+        attest, signature, values = tpm.quote(bytes.fromhex(nonce), pcrs, **quote_kw)
+        return self.api.post(
+            "/v1/attest/evidence",
+            token=agent,
+            json={
+                "nonce": nonce,
+                "quote": b64(attest),
+                "signature": b64(signature),
+                "pcrs": {b: {str(i): v.hex() for i, v in vs.items()} for b, vs in values.items()},
+                "eventlog": b64(eventlog if eventlog is not None else tpm.eventlog),
+                "secure_config": secure_config,
+            },
+        )
+
+    def attest(self, agent: str, tpm: SoftTpm, **kw: Any) -> dict[str, Any]:
+        response = self.evidence(agent, tpm, **kw)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def host(self, name: str) -> dict[str, Any]:
+        response = self.api.get(f"/v1/hosts/{name}", token=self.viewer)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def alarms(self, **params: str) -> list[dict[str, Any]]:
+        response = self.api.get("/v1/alarms", token=self.viewer, params=params)
+        assert response.status_code == 200, response.text
+        data: list[dict[str, Any]] = response.json()
+        return data
+
+    def audit(self, **params: str) -> list[dict[str, Any]]:
+        response = self.api.get("/v1/audit", token=self.admin, params=params)
+        assert response.status_code == 200, response.text
+        data: list[dict[str, Any]] = response.json()
+        return data
+
+
+def make_server(settings: ServerSettings, clock: FixedClock, suffix: str = "1") -> Server:
+    app = create_app(settings, clock=clock)
+    ctx: ServerContext = app.state.ctx
+    with ctx.sessions.begin() as session:
+        tokens = {
+            role: create_token(session, name=f"{role}-{suffix}", role=role, now=clock.now())
+            for role in ("viewer", "operator", "admin")
+        }
+    return Server(Api(app), ctx, clock, tokens["viewer"], tokens["operator"], tokens["admin"])
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServerSettings:
+    return ServerSettings(data_dir=tmp_path / "server")
+
+
+@pytest.fixture
+def server(settings: ServerSettings, clock: FixedClock) -> Iterator[Server]:
+    srv = make_server(settings, clock)
+    yield srv
+    srv.ctx.close()
+
+
+@pytest.fixture
+def tpm() -> SoftTpm:
+    return SoftTpm()
+
+
+@pytest.fixture
+def agent(server: Server, tpm: SoftTpm) -> str:
+    """host1 enrolled (approved) with ``tpm``; its agent token."""
+    data = server.enrol("host1", tpm)
+    assert data["status"] == "pending-approval"
+    response = server.api.post(
+        "/v1/hosts/host1/approve", token=server.operator, json={"reason": "lab host"}
+    )
+    assert response.status_code == 200, response.text
+    token: str = data["agent_token"]
+    return token

@@ -1,0 +1,231 @@
+"""Challenge, evidence, verdicts, the attestation alarm, refusals, staleness."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hostseal.lab import BootConfig
+from hostseal.server.app import run_housekeeping
+from hostseal.server.attestation import mark_stale
+from hostseal.server.clock import FixedClock
+
+from ._softtpm import SoftTpm
+from .conftest import Server
+
+
+def _capture(server: Server, name: str = "golden", host: str = "host1") -> None:
+    response = server.api.post(
+        "/v1/policies/capture", token=server.operator, json={"name": name, "host": host}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_challenge_is_a_fresh_32_byte_nonce_with_the_default_pcrs(
+    server: Server, agent: str
+) -> None:
+    first, second = server.challenge(agent), server.challenge(agent)
+    assert len(bytes.fromhex(first["nonce"])) == 32
+    assert first["nonce"] != second["nonce"]
+    assert first["bank"] == "sha256"
+    assert first["pcrs"] == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert first["expires_at"] == (server.clock.now() + timedelta(seconds=120)).isoformat()
+
+
+def test_without_policy_the_verdict_is_a_warning_never_passed(
+    server: Server, tpm: SoftTpm, agent: str
+) -> None:
+    verdict = server.attest(agent, tpm)
+    assert verdict["status"] == "Warning"
+    assert verdict["messages"][0].startswith("No reference policy is assigned to this host")
+    host = server.host("host1")
+    assert host["status"] == "warning"
+    assert host["last_attested_at"] == server.clock.now().isoformat()
+
+
+def test_policy_capture_then_pass_then_secure_boot_off_fails_and_raises_the_alarm(
+    server: Server, tpm: SoftTpm, agent: str
+) -> None:
+    server.attest(agent, tpm)
+    _capture(server)
+    challenge = server.challenge(agent)
+    assert 7 in challenge["pcrs"] and 4 in challenge["pcrs"]
+    assert server.attest(agent, tpm)["status"] == "Passed"
+    assert server.host("host1")["status"] == "passed"
+    assert server.alarms() == []
+
+    tpm.reboot(BootConfig(secure_boot=False))
+    server.clock.advance(timedelta(minutes=5))
+    verdict = server.attest(agent, tpm)
+    assert verdict["status"] == "Failed"
+    assert any("Secure Boot" in m for m in verdict["messages"])
+    host = server.host("host1")
+    assert host["status"] == "failed"
+    assert host["message"] == verdict["messages"][0]
+    [alarm] = server.alarms()
+    assert alarm["kind"] == "host-tpm-attestation"
+    assert alarm["title"] == "Host TPM attestation alarm"
+    assert alarm["state"] == "raised"
+    assert "Secure Boot" in alarm["message"]
+
+    # a second failure keeps the same alarm
+    server.attest(agent, tpm)
+    assert len(server.alarms(state="active")) == 1
+
+    tpm.reboot(BootConfig())
+    assert server.attest(agent, tpm)["status"] == "Passed"
+    assert server.alarms(state="active") == []
+    [cleared] = server.alarms()
+    assert cleared["state"] == "cleared"
+    assert [e["event"] for e in cleared["history"]] == ["raised", "cleared"]
+    statuses = [v["status"] for v in server.host("host1")["verdicts"]]
+    assert statuses == ["Passed", "Failed", "Failed", "Passed", "Warning"]
+
+
+def test_replayed_quote_is_refused_and_recorded(server: Server, tpm: SoftTpm, agent: str) -> None:
+    challenge = server.challenge(agent)
+    assert server.evidence(agent, tpm, nonce=challenge["nonce"]).status_code == 200
+    replay = server.evidence(agent, tpm, nonce=challenge["nonce"])
+    assert replay.status_code == 409
+    body = replay.json()
+    assert body["error"] == "NonceReplayed"
+    assert "already used: this is a replayed quote" in body["message"]
+    event = server.audit(action="attest.refused")[0]
+    assert event["details"]["error"] == "NonceReplayed"
+    assert event["host"] == "host1"
+    # a refused nonce does not change the host's status
+    assert server.host("host1")["status"] == "warning"
+
+
+def test_expired_nonce_is_refused(server: Server, tpm: SoftTpm, agent: str) -> None:
+    challenge = server.challenge(agent)
+    server.clock.advance(timedelta(seconds=121))
+    late = server.evidence(agent, tpm, nonce=challenge["nonce"])
+    assert late.status_code == 409
+    assert late.json()["error"] == "NonceExpired"
+    assert "expired at" in late.json()["message"]
+
+
+def test_nonce_issued_to_another_host_is_unknown(server: Server, tpm: SoftTpm, agent: str) -> None:
+    other_tpm = SoftTpm()
+    other = server.enrol("host2", other_tpm)
+    server.api.post("/v1/hosts/host2/approve", token=server.operator, json={"reason": "lab"})
+    nonce = server.challenge(other["agent_token"])["nonce"]
+    response = server.evidence(agent, tpm, nonce=nonce)
+    assert response.status_code == 409
+    assert response.json()["error"] == "NonceUnknown"
+    assert "was not issued to host 'host1'" in response.json()["message"]
+    never = server.evidence(agent, tpm, nonce="ab" * 32)
+    assert never.json()["error"] == "NonceUnknown"
+
+
+def test_quote_signed_by_another_hosts_ak_is_refused(
+    server: Server, tpm: SoftTpm, agent: str
+) -> None:
+    other_tpm = SoftTpm()
+    server.enrol("host2", other_tpm)
+    response = server.evidence(agent, tpm, key=other_tpm.ak)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "QuoteFromAnotherHost"
+    assert body["message"] == (
+        "The quote sent for host 'host1' was signed by the attestation key of host 'host2': "
+        "it is evidence from another machine, refused."
+    )
+    host = server.host("host1")
+    assert host["status"] == "failed"
+    assert host["verdicts"][0]["error"] == "QuoteFromAnotherHost"
+    assert server.alarms(state="active")[0]["kind"] == "host-tpm-attestation"
+
+
+def test_quote_signed_by_an_unknown_key_is_refused(
+    server: Server, tpm: SoftTpm, agent: str
+) -> None:
+    response = server.evidence(agent, tpm, key=SoftTpm().ak)
+    assert response.status_code == 422
+    assert response.json()["error"] == "QuoteSignatureInvalid"
+
+
+def test_tampered_event_log_is_refused_and_recorded(
+    server: Server, tpm: SoftTpm, agent: str
+) -> None:
+    tampered = SoftTpm(boot=BootConfig(bootloader="grub-2.12-patched")).eventlog
+    response = server.evidence(agent, tpm, eventlog=tampered)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "QuoteEventLogMismatch"
+    assert body["message"].startswith("The event log does not replay to the quoted PCR values")
+    verdict = server.host("host1")["verdicts"][0]
+    assert verdict["status"] == "Failed"
+    assert verdict["error"] == "QuoteEventLogMismatch"
+
+
+def test_malformed_evidence_is_refused(server: Server, tpm: SoftTpm, agent: str) -> None:
+    challenge = server.challenge(agent)
+    response = server.api.post(
+        "/v1/attest/evidence",
+        token=agent,
+        json={"nonce": challenge["nonce"], "quote": "AAAA", "signature": "AAAA", "pcrs": {}},
+    )
+    assert response.status_code == 422
+    bad_nonce = server.api.post(
+        "/v1/attest/evidence",
+        token=agent,
+        json={"nonce": "xyz", "quote": "", "signature": "", "pcrs": {}},
+    )
+    assert bad_nonce.status_code == 422
+    assert bad_nonce.json()["error"] == "RequestInvalid"
+
+
+def test_host_that_stops_reporting_becomes_not_reporting(
+    server: Server, clock: FixedClock, tpm: SoftTpm, agent: str
+) -> None:
+    server.attest(agent, tpm)
+    with server.ctx.sessions.begin() as session:
+        assert mark_stale(session, clock.now() + timedelta(minutes=14), timedelta(minutes=15)) == []
+    with server.ctx.sessions.begin() as session:
+        marked = mark_stale(session, clock.now() + timedelta(minutes=16), timedelta(minutes=15))
+    assert marked == ["host1"]
+    host = server.host("host1")
+    assert host["status"] == "not-reporting"
+    assert host["last_verdict"] == "Warning"  # not failed: the last verdict is kept
+    assert server.alarms() == []
+    clock.advance(timedelta(minutes=20))
+    assert server.attest(agent, tpm)["status"] == "Warning"
+    assert server.host("host1")["status"] == "warning"
+
+
+def test_housekeeping_uses_the_settings_and_skips_hosts_waiting_for_an_operator(
+    server: Server, clock: FixedClock, tpm: SoftTpm, agent: str
+) -> None:
+    server.enrol("pending", SoftTpm())
+    clock.advance(timedelta(minutes=16))
+    assert run_housekeeping(server.ctx) == ["host1"]
+    assert server.host("pending")["status"] == "pending-approval"
+    assert run_housekeeping(server.ctx) == []
+    assert server.audit(action="host.not-reporting")[0]["host"] == "host1"
+
+
+def test_housekeeping_prunes_old_challenges_and_enrolments(
+    server: Server, clock: FixedClock, agent: str
+) -> None:
+    from sqlalchemy import func, select
+
+    from hostseal.server.models import Challenge, Enrolment
+
+    server.challenge(agent)
+    server.enrol_start("later", SoftTpm())
+
+    def count() -> tuple[int, int]:
+        with server.ctx.sessions() as session:
+            return (
+                session.scalar(select(func.count()).select_from(Challenge)) or 0,
+                session.scalar(select(func.count()).select_from(Enrolment)) or 0,
+            )
+
+    assert count() == (1, 2)
+    clock.advance(timedelta(hours=23))
+    run_housekeeping(server.ctx)
+    assert count() == (1, 2)
+    clock.advance(timedelta(hours=2))
+    run_housekeeping(server.ctx)
+    assert count() == (0, 0)
