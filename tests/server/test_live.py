@@ -4,147 +4,35 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import socket
 import ssl
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from cryptography import x509
 
-from hostseal.cli import server as cli_server
+from _service import Live, hostseal, live_service
 from hostseal.secureconfig.recoverykey import RecoveryKey, key_check_value
 
 from ._softtpm import SoftTpm
-
-# Runs the hostseal CLI with the server's command groups registered (the lead registers them
-# in hostseal.cli.main; until then this adds them), through main()'s error handling.
-_CLI = (
-    "import sys\n"
-    "from hostseal.cli import admin, main, server\n"
-    "for group in (server.server, admin.host, admin.alarm, admin.policy, admin.escrow):\n"
-    "    if group.name not in main.cli.commands:\n"
-    "        main.cli.add_command(group)\n"
-    "main.main(sys.argv[1:])\n"
-)
-
-
-def hostseal(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", _CLI, *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-        check=False,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Live:
-    url: str
-    data: Path
-    ca: Path
-    admin: str
-    viewer: str
-    operator: str
-    process: subprocess.Popen[str]
-
-    def http(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        verify = ssl.create_default_context(cafile=str(self.ca))
-        return httpx.Client(base_url=self.url, verify=verify, headers=headers, timeout=30)
-
-    def cli(self, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return hostseal(
-            *args,
-            "--server",
-            self.url,
-            "--ca",
-            str(self.ca),
-            env={"HOSTSEAL_TOKEN": token, "HOSTSEAL_SERVER_DATA": str(self.data)},
-        )
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     data = tmp_path_factory.mktemp("live") / "server"
+    with live_service(data) as service:
+        yield service
+
+
+def test_token_is_shown_once(tmp_path: Path) -> None:
     created = hostseal(
-        "server", "token", "create", "--role", "admin", "--name", "admin", "--data-dir", str(data)
+        "server", "token", "create", "--role", "admin", "--name", "a", "--data-dir", str(tmp_path)
     )
     assert created.returncode == 0, created.stderr
     assert "shown only now" in created.stderr
-    tokens = {"admin": created.stdout.strip()}
-    runner = CliRunner()
-    for role in ("operator", "viewer"):
-        args = ["token", "create", "--role", role, "--name", role, "--data-dir", str(data)]
-        result = runner.invoke(cli_server.server, [*args, "--json"])
-        assert result.exit_code == 0, result.output
-        tokens[role] = json.loads(result.stdout)["token"]
-    # the CA first: clients get its path before the server runs (both would create it)
-    ca_out = runner.invoke(cli_server.server, ["ca-cert", "--data-dir", str(data)])
-    assert ca_out.exit_code == 0, ca_out.output
-    ca = Path(ca_out.stdout.strip())
-    context = ssl.create_default_context(cafile=str(ca))
-    port = _free_port()
-    log = (data / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _CLI,
-            "server",
-            "run",
-            "--data-dir",
-            str(data),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = f"https://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/metrics", verify=context, timeout=2)
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((data / "server.log").read_text()) from None
-                time.sleep(0.1)
-        yield Live(url, data, ca, tokens["admin"], tokens["viewer"], tokens["operator"], process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-    logged = (data / "server.log").read_text()
-    assert "Traceback" not in logged, logged
 
 
 def test_tls_is_verified_with_the_generated_ca(live: Live) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ class Client:
     def __init__(
         self, url: str, ca: Path | None, token: str | None = None, timeout: float = 30.0
     ) -> None:
-        verify: Any = str(ca) if ca is not None else True
+        verify: Any = ssl.create_default_context(cafile=str(ca)) if ca is not None else True
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout)
         self.token = token

@@ -48,6 +48,7 @@ class AgentConfig:
     bootbank: Path
     state_dir: Path
     interval: float = 300.0
+    escrow: bool = True  # upload recovery keys to the service when they change
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Agent:
         ids = [str(i) for i in status["recovery_key_ids"]]  # type: ignore[attr-defined]
         escrowed = self.state.escrowed()
         to_escrow: list[tuple[str, str]] = []
-        if set(ids) != set(escrowed):
+        if self.config.escrow and set(ids) != set(escrowed):
             keys = manager.recovery_list(ctx)  # audited in the bootbank's audit log
             escrowed = {k.formatted_id: key_check_value(k.recovery_id, k.secret) for k in keys}
             to_escrow = [(k.formatted_id, k.formatted_key) for k in keys]

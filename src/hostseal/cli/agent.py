@@ -53,6 +53,8 @@ def agent() -> None:
 )
 @click.option("--eventlog", type=click.Path(path_type=Path), help="HOSTSEAL_EVENTLOG.")
 @click.option("--once", is_flag=True, help="Attest once and exit (exit 1 if that fails).")
+@click.option("--escrow/--no-escrow", default=True, show_default=True,
+              help="Upload the recovery keys to the service (escrow) when they change.")
 @json_option
 @click.pass_context
 def run(
@@ -65,6 +67,7 @@ def run(
     bootbank: Path | None,
     eventlog: Path | None,
     once: bool,
+    escrow: bool,
     as_json: bool,
 ) -> None:
     """Enrol (first time), then attest now and every --interval seconds, escrowing recovery
@@ -79,6 +82,7 @@ def run(
         bootbank=s.bootbank,
         state_dir=state_dir or default_state_dir(),
         interval=interval,
+        escrow=escrow,
     )
     the_agent = Agent(config)
     if once:

@@ -1,0 +1,141 @@
+"""A real ``hostseal server run`` over TLS on a free 127.0.0.1 port, for tests.
+
+Shared by the server's live tests and the end-to-end fleet tests: tokens for each role are
+created on the data directory first, then the server is started as a subprocess and waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def hostseal(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``hostseal`` command (through ``main()``'s error handling)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hostseal.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Live:
+    url: str
+    data: Path
+    ca: Path
+    admin: str
+    viewer: str
+    operator: str
+    process: subprocess.Popen[str]
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        verify = ssl.create_default_context(cafile=str(self.ca))
+        return httpx.Client(base_url=self.url, verify=verify, headers=headers, timeout=30)
+
+    def cli(self, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return hostseal(
+            *args,
+            "--server",
+            self.url,
+            "--ca",
+            str(self.ca),
+            env={"HOSTSEAL_TOKEN": token, "HOSTSEAL_SERVER_DATA": str(self.data)},
+        )
+
+    def cli_json(self, token: str, *args: str) -> object:
+        done = self.cli(token, *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+@contextlib.contextmanager
+def live_service(data: Path, env: dict[str, str] | None = None) -> Iterator[Live]:
+    tokens: dict[str, str] = {}
+    for role in ("admin", "operator", "viewer"):
+        created = hostseal(
+            "server",
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            role,
+            "--data-dir",
+            str(data),
+            "--json",
+        )
+        assert created.returncode == 0, created.stderr
+        tokens[role] = json.loads(created.stdout)["token"]
+    ca_out = hostseal("server", "ca-cert", "--data-dir", str(data))
+    assert ca_out.returncode == 0, ca_out.stderr
+    ca = Path(ca_out.stdout.strip())
+    context = ssl.create_default_context(cafile=str(ca))
+    port = free_port()
+    log = (data / "server.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hostseal.cli",
+            "server",
+            "run",
+            "--data-dir",
+            str(data),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        url = f"https://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/metrics", verify=context, timeout=2)
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((data / "server.log").read_text()) from None
+                time.sleep(0.1)
+        yield Live(url, data, ca, tokens["admin"], tokens["viewer"], tokens["operator"], process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    logged = (data / "server.log").read_text()
+    assert "Traceback" not in logged, logged
