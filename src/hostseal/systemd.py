@@ -17,8 +17,9 @@ SERVER_UNIT = "hostseal-server.service"
 
 
 def agent_unit(hostseal: str, server: str, ca: Path, interval: int = 300) -> str:
-    command = shlex.join([hostseal, "agent", "run", "--server", server, "--ca", str(ca),
-                          "--interval", str(interval)])
+    command = shlex.join(
+        [hostseal, "agent", "run", "--server", server, "--ca", str(ca), "--interval", str(interval)]
+    )
     return f"""[Unit]
 Description=hostseal agent: attest this host to the attestation service
 Wants=network-online.target

@@ -53,8 +53,12 @@ def agent() -> None:
 )
 @click.option("--eventlog", type=click.Path(path_type=Path), help="HOSTSEAL_EVENTLOG.")
 @click.option("--once", is_flag=True, help="Attest once and exit (exit 1 if that fails).")
-@click.option("--escrow/--no-escrow", default=True, show_default=True,
-              help="Upload the recovery keys to the service (escrow) when they change.")
+@click.option(
+    "--escrow/--no-escrow",
+    default=True,
+    show_default=True,
+    help="Upload the recovery keys to the service (escrow) when they change.",
+)
 @json_option
 @click.pass_context
 def run(

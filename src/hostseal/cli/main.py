@@ -32,7 +32,19 @@ def cli(ctx: click.Context, tcti: str | None) -> None:
 
 
 def _register() -> None:
-    from hostseal.cli import admin, agent, config, demo, eventlog, lab, quote, server, tpm
+    from hostseal.cli import (
+        admin,
+        agent,
+        config,
+        demo,
+        eventlog,
+        keyprovider,
+        lab,
+        quote,
+        server,
+        tpm,
+        vtpm,
+    )
 
     cli.add_command(agent.agent)
     cli.add_command(config.config)
@@ -45,6 +57,8 @@ def _register() -> None:
     cli.add_command(server.server)
     for group in (admin.host, admin.alarm, admin.policy, admin.escrow):
         cli.add_command(group)
+    cli.add_command(vtpm.vtpm)
+    cli.add_command(keyprovider.keyprovider)
 
 
 _register()

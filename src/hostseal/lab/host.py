@@ -145,6 +145,16 @@ def _locked(path: Path) -> Iterator[None]:
 # -- swtpm processes -------------------------------------------------------------------------
 
 
+def _port_pair_free(port: int) -> bool:
+    for p in (port, port + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
 def _free_port_pair() -> tuple[int, int]:
     """Two adjacent free ports: the swtpm TCTI finds the control channel at port + 1."""
     for _ in range(50):
@@ -216,8 +226,10 @@ def _manufacture_tpm(host: LabHost) -> None:
 def _launch_swtpm(host: LabHost) -> None:
     swtpm = _require("swtpm")
     last_error = ""
-    for _attempt in range(5):
-        host.port, host.ctrl_port = _free_port_pair()
+    for attempt in range(6):
+        # A rebooted host keeps its TPM's address when it can, as a real one does.
+        if attempt > 0 or not host.port or not _port_pair_free(host.port):
+            host.port, host.ctrl_port = _free_port_pair()
         pidfile = host.path / "swtpm.pid"
         pidfile.unlink(missing_ok=True)
         result = subprocess.run(

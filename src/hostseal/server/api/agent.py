@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from hostseal.secureconfig.recoverykey import format_recovery_id, parse_recovery_id
-from hostseal.server import attestation, audit, enrol, escrow
+from hostseal.server import attestation, audit, enrol, escrow, views
 from hostseal.server.api.deps import Agent, Ctx, b64, b64e
 from hostseal.server.api.schemas import (
     ChallengeOut,
@@ -121,6 +121,22 @@ def evidence(body: EvidenceIn, ctx: Ctx, agent: Agent) -> VerdictOut:
     )
     outcome = attestation.submit_evidence(ctx, agent, host_id, submitted)
     return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
+
+
+@router.get("/attest/status")
+def own_status(ctx: Ctx, agent: Agent) -> dict[str, Any]:
+    """This host's attestation status, for its agent (and for vTPM key release on the host)."""
+    host_id, _ = require_agent(agent)
+    with ctx.sessions() as session:
+        host = session.get(Host, host_id)
+        assert host is not None
+        shown = views.host_to_dict(session, host)
+    return {
+        "host": shown["name"],
+        "status": shown["status"],
+        "messages": shown["messages"],
+        "last_attested_at": shown["last_attested_at"],
+    }
 
 
 @router.post("/escrow", response_model=EscrowOut)

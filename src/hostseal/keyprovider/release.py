@@ -1,0 +1,202 @@
+"""Key release tied to attestation: keys go only to hosts whose last attestation passed.
+
+When hostseal runs with an attestation service, every key provider is wrapped in a
+:class:`GatedProvider`: before a data key is created or given out, :meth:`AttestationGate.
+release_check` asks a :class:`VerdictSource` for this host's last verdict and refuses
+(:class:`KeyReleaseRefused`, with the reason and what to do) unless it is ``passed``. The check
+fails closed: an unreachable service releases nothing.
+
+Verdict sources:
+
+* :class:`HttpVerdictSource` -- the attestation service (``GET /v1/attest/status`` with the
+  agent's token; the answer's ``status`` must be ``"passed"``). The endpoint is the contract
+  proposed to the service; wiring it to the service's final API is the service's side.
+* :class:`StaticVerdictSource` -- verdicts set in code, for tests and demos.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from hostseal.keyprovider.base import DataKey, KeyProvider
+from hostseal.keyprovider.errors import KeyReleaseRefused
+
+PASSED = "passed"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A host's last attestation verdict, as the attestation service reports it."""
+
+    host: str
+    status: str
+    messages: tuple[str, ...] = ()
+    last_attested: str | None = None
+
+
+class VerdictSource(Protocol):
+    def verdict(self, host: str) -> Verdict: ...
+
+
+@dataclass
+class StaticVerdictSource:
+    """Verdicts held in memory (tests, demos): ``set(host, "failed", ["Secure Boot is off"])``."""
+
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    def set(self, host: str, status: str, messages: Iterable[str] = ()) -> None:
+        self.verdicts[host] = Verdict(host, status, tuple(messages))
+
+    def verdict(self, host: str) -> Verdict:
+        return self.verdicts.get(host, Verdict(host, "not-reporting"))
+
+
+class HttpVerdictSource:
+    """The attestation service: ``GET {server}/v1/attest/status`` with this host's agent token
+    (the answer names the host the token belongs to; it must be ``host``)."""
+
+    def __init__(
+        self, server: str, token_file: Path, ca: Path | None = None, timeout: float = 10.0
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.token_file = token_file
+        self.ca = ca
+        self.timeout = timeout
+        self.transport: object | None = None  # an httpx transport, for tests
+
+    def verdict(self, host: str) -> Verdict:
+        import httpx
+
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as err:
+            raise KeyReleaseRefused(
+                f"Cannot read the agent token {self.token_file} ({err.strerror or err}), so "
+                "this host cannot prove to the attestation service that it passed "
+                "attestation; no vTPM key is released.",
+                "Enrol the host with hostseal agent (run as root), then try again.",
+            ) from None
+        kwargs: dict[str, object] = {"timeout": self.timeout}
+        if self.transport is not None:
+            kwargs["transport"] = self.transport
+        elif self.ca is not None:
+            kwargs["verify"] = ssl.create_default_context(cafile=str(self.ca))
+        url = f"{self.server}/v1/attest/status"
+        try:
+            with httpx.Client(**kwargs) as client:  # type: ignore[arg-type]
+                answer = client.get(url, headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as err:
+            raise KeyReleaseRefused(
+                f"The attestation service at {self.server} could not be asked whether host "
+                f"{host!r} passed attestation ({err}); no vTPM key is released without it.",
+                "Check that the service runs and is reachable from this host, then try again.",
+            ) from None
+        if answer.status_code != 200:
+            raise KeyReleaseRefused(
+                f"The attestation service answered {answer.status_code} for host {host!r} "
+                f"({answer.text[:200]}); no vTPM key is released.",
+                "Check that the host is enrolled and its agent token is valid "
+                "(hostseal agent status).",
+            )
+        try:
+            body = answer.json()
+            status = str(body["status"])
+        except (ValueError, KeyError, TypeError):
+            raise KeyReleaseRefused(
+                f"The attestation service's answer for host {host!r} has no status; no vTPM "
+                "key is released.",
+                "Check that the server and this host run the same hostseal version.",
+            ) from None
+        if body.get("host") != host:
+            raise KeyReleaseRefused(
+                f"The agent token on this host belongs to host {body.get('host')!r}, not "
+                f"{host!r}; no vTPM key is released.",
+                "Check the --host given to hostseal keyprovider require-attestation.",
+            )
+        messages = body.get("messages") or []
+        return Verdict(
+            host,
+            status,
+            tuple(str(m) for m in messages),
+            body.get("last_attested_at"),
+        )
+
+
+_REMEDIES = {
+    "failed": "Fix what attestation reported, let the agent attest again (hostseal agent run "
+    "--once), then try again.",
+    "warning": "Resolve the warning, let the agent attest again (hostseal agent run --once), "
+    "then try again.",
+    "not-reporting": "Start the agent (systemctl start hostseal-agent) so that the host is "
+    "attested, then try again.",
+    "enrolled": "Let the agent attest once (hostseal agent run --once), then try again.",
+    "tpm-changed": "The host's TPM changed: an operator must accept it (hostseal host "
+    "reconnect NAME), then the agent enrols and attests again.",
+    "pending-approval": "An operator must approve the host's TPM (hostseal host approve NAME).",
+}
+
+
+@dataclass(frozen=True)
+class AttestationGate:
+    """Releases keys only while ``host``'s last attestation verdict is ``passed``."""
+
+    source: VerdictSource
+    host: str
+
+    def release_check(self, host: str | None = None) -> None:
+        name = host or self.host
+        verdict = self.source.verdict(name)
+        if verdict.status == PASSED:
+            return
+        why = f": {'; '.join(verdict.messages)}" if verdict.messages else ""
+        raise KeyReleaseRefused(
+            f"Host {name!r} did not pass attestation (last status: {verdict.status}{why}). "
+            "Keys for vTPMs are released only to hosts whose last attestation passed.",
+            _REMEDIES.get(verdict.status, _REMEDIES["failed"]),
+            details={"host": name, "status": verdict.status, "messages": list(verdict.messages)},
+        )
+
+
+class GatedProvider:
+    """A key provider that runs ``gate.release_check()`` before creating or giving out a key."""
+
+    def __init__(self, inner: KeyProvider, gate: AttestationGate) -> None:
+        self.inner = inner
+        self.gate = gate
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def kind(self) -> str:
+        return self.inner.kind
+
+    def create_key(self, label: str) -> DataKey:
+        self.gate.release_check()
+        return self.inner.create_key(label)
+
+    def get_key(self, key_id: str) -> DataKey:
+        self.gate.release_check()
+        return self.inner.get_key(key_id)
+
+    def key_record(self, key: DataKey) -> dict[str, object]:
+        return self.inner.key_record(key)
+
+    def key_for_record(self, record: dict[str, object]) -> DataKey:
+        self.gate.release_check()
+        return self.inner.key_for_record(record)
+
+    def adopt_key(self, record: dict[str, object]) -> DataKey:
+        self.gate.release_check()
+        return self.inner.adopt_key(record)
+
+    def destroy_key(self, key_id: str) -> None:
+        self.inner.destroy_key(key_id)
+
+    def describe(self) -> dict[str, object]:
+        return {**self.inner.describe(), "release": f"attestation of {self.gate.host}"}
