@@ -1,10 +1,13 @@
-"""The README's run command: the demo runs end to end on a lab host and tells the story."""
+"""The README's run command (``hostseal demo``: the service with a lab fleet, until stopped) and
+the sealed-configuration story (``hostseal demo seal``)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,10 +15,10 @@ import pytest
 pytestmark = pytest.mark.swtpm
 
 
-def test_demo_runs(tmp_path: Path) -> None:
+def test_demo_seal_tells_the_story(tmp_path: Path) -> None:
     env = {**os.environ, "HOSTSEAL_LAB_DIR": str(tmp_path / "lab"), "COLUMNS": "200"}
     result = subprocess.run(
-        [sys.executable, "-m", "hostseal.cli", "demo"],
+        [sys.executable, "-m", "hostseal.cli", "demo", "seal"],
         env=env,
         capture_output=True,
         text=True,
@@ -33,3 +36,43 @@ def test_demo_runs(tmp_path: Path) -> None:
     ):
         assert expected in out, expected
     assert not any((tmp_path / "lab").iterdir())  # the demo host was removed
+
+
+def test_demo_fleet_runs_until_interrupted(tmp_path: Path) -> None:
+    env = {**os.environ, "HOSTSEAL_LAB_DIR": str(tmp_path / "lab"), "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hostseal.cli", "demo", "--interval", "2", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "All 3 hosts Passed." in line:
+                break
+        out = "".join(lines)
+        assert "All 3 hosts Passed." in out, out
+        for expected in (
+            "viewer token",
+            "operator token",
+            "export HOSTSEAL_SERVER=https://",
+            "--secure-boot off",
+            "Press Ctrl-C to stop.",
+        ):
+            assert expected in out, expected
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "Stopped." in rest
+    root = tmp_path / "lab" / "fleet-demo"
+    pids = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True).stdout
+    assert pids.strip() == "", f"processes left behind: {pids}"

@@ -52,11 +52,32 @@ def _sample_config(root: Path) -> Path:
     return config
 
 
-@click.command()
+@click.group(invoke_without_command=True)
+@click.option("--hosts", "size", default=3, show_default=True, help="How many lab hosts.")
+@click.option("--interval", default=10, show_default=True, help="Seconds between attestations.")
+@click.option(
+    "--port",
+    default=8443,
+    show_default=True,
+    help="Port of the service on 127.0.0.1 (0, or taken: any free one).",
+)
+@click.pass_context
+def demo(ctx: click.Context, size: int, interval: int, port: int) -> None:
+    """The attestation service on SQLite with lab hosts enrolled and attesting, until Ctrl-C.
+
+    `hostseal demo seal` instead tells the sealed-configuration story on one lab host."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hostseal.cli import demo_fleet
+
+    demo_fleet.run(settings_of(ctx).lab_dir / "fleet-demo", size, interval, port)
+
+
+@demo.command("seal")
 @click.option("--name", default="demo", show_default=True, help="Name of the lab host.")
 @click.option("--keep", is_flag=True, help="Leave the lab host running afterwards.")
 @click.pass_context
-def demo(ctx: click.Context, name: str, keep: bool) -> None:
+def seal(ctx: click.Context, name: str, keep: bool) -> None:
     """Start a lab host, show its TPM and measured boot, seal a configuration, turn Secure Boot
     off and show what changed and what the unlock says, then recover."""
     lab_dir = settings_of(ctx).lab_dir
