@@ -37,6 +37,7 @@ def _register() -> None:
         agent,
         config,
         demo,
+        doctor,
         eventlog,
         keyprovider,
         lab,
@@ -50,6 +51,7 @@ def _register() -> None:
     cli.add_command(config.config)
     cli.add_command(config.recovery)
     cli.add_command(demo.demo)
+    cli.add_command(doctor.doctor)
     cli.add_command(tpm.tpm)
     cli.add_command(eventlog.eventlog)
     cli.add_command(lab.lab)
