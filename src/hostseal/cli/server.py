@@ -171,3 +171,27 @@ def ca_cert(data_dir: Path | None) -> None:
             "given (HOSTSEAL_SERVER_TLS_CA)."
         )
     click.echo(str(path))
+
+
+@server.command("install-unit")
+@click.option(
+    "--data-dir",
+    "unit_data_dir",
+    type=click.Path(path_type=Path),
+    default=Path("/var/lib/hostseal/server"),
+    show_default=True,
+)
+@click.option("--bind", default="0.0.0.0:8443", show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/"), show_default=True)
+def install_unit(unit_data_dir: Path, bind: str, root: Path) -> None:
+    """Install and enable hostseal-server.service (systemd)."""
+    import os
+    import shutil
+    import sys
+
+    from hostseal import systemd
+
+    exe = shutil.which("hostseal") or os.path.abspath(sys.argv[0])
+    text = systemd.server_unit(exe, unit_data_dir, bind)
+    for path in systemd.install(root, systemd.SERVER_UNIT, text, "multi-user.target"):
+        click.echo(f"Wrote {path}")
