@@ -95,9 +95,11 @@ def test_no_tpm_is_a_clear_error(
         data = json.loads(out)
         assert data["error"] == "TpmUnavailable"
         assert "Check that swtpm is running" in data["remedy"]
+        assert data["finding"] == "tpm-unavailable"  # the doctor's entry for it
     else:
         assert f"Error: No TPM answered at swtpm:host=127.0.0.1,port={port}" in err
         assert "What to do: Check that swtpm is running" in err
+        assert "(hostseal doctor finding tpm-unavailable)" in err
 
 
 def test_missing_device_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

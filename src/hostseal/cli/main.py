@@ -86,12 +86,29 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _finding(err: HostsealError) -> tuple[str, str] | None:
+    """The doctor's knowledge-base entry that explains ``err`` (id, title), if any."""
+    try:
+        from hostseal.doctor.knowledge import load_kb
+
+        found = load_kb().for_error(err)
+    except Exception:
+        return None
+    return (found.id, found.title) if found is not None else None
+
+
 def _report(err: HostsealError, *, as_json: bool) -> None:
+    finding = _finding(err)
     if as_json:
         import json
 
-        click.echo(json.dumps(err.to_dict(), indent=2))
+        data = err.to_dict()
+        if finding is not None:
+            data["finding"] = finding[0]
+        click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"Error: {err.message}", err=True)
     if err.remedy:
         click.echo(f"What to do: {err.remedy}", err=True)
+    if finding is not None:
+        click.echo(f"Known issue: {finding[1]} (hostseal doctor finding {finding[0]})", err=True)
