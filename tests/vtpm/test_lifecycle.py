@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hostseal import vtpm
+from hostseal import swtpmproc, vtpm
 from hostseal.keyprovider import ProviderStore
 from hostseal.tpm import open_tpm, seal
 from hostseal.vtpm import VtpmDirs, swtpm
@@ -151,7 +151,7 @@ def test_state_opens_as_libvirt_opens_it(dirs: VtpmDirs, providers: ProviderStor
     record = vtpm.create(dirs, providers, "lv")
     data_key = providers.open().get_key(record.key_id).material
     state = dirs.vm("lv") / "state"
-    port, ctrl = swtpm.free_port_pair()
+    port, ctrl = swtpmproc.free_port_pair()
     read_end, write_end = os.pipe()
     os.write(write_end, data_key)
     os.close(write_end)
@@ -189,6 +189,6 @@ def test_state_opens_as_libvirt_opens_it(dirs: VtpmDirs, providers: ProviderStor
         with open_tpm(f"swtpm:host=127.0.0.1,port={port}") as tpm:
             assert tpm.ek_certificate("rsa") == record.ek_certificate("rsa")
     finally:
-        pid = swtpm.pid_of(pidfile, state)
+        pid = swtpmproc.pid_of(pidfile, state)
         assert pid is not None
-        swtpm.kill(pid)
+        swtpmproc.kill(pid)

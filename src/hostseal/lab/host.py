@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -28,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hostseal import swtpmproc
 from hostseal.errors import HostsealError
 from hostseal.fsutil import atomic_write
 from hostseal.lab.firmware import BootConfig, measure_boot
@@ -145,53 +144,13 @@ def _locked(path: Path) -> Iterator[None]:
 # -- swtpm processes -------------------------------------------------------------------------
 
 
-def _port_pair_free(port: int) -> bool:
-    for p in (port, port + 1):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                return False
-    return True
-
-
-def _free_port_pair() -> tuple[int, int]:
-    """Two adjacent free ports: the swtpm TCTI finds the control channel at port + 1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a:
-            a.bind(("127.0.0.1", 0))
-            port: int = a.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port, port + 1
-    raise LabError("No two adjacent free TCP ports on 127.0.0.1 for swtpm.", "Free some ports.")
-
-
 def _swtpm_pid(host: LabHost) -> int | None:
-    """The pid of this host's swtpm, if it is alive (checked against its command line)."""
-    try:
-        pid = int((host.path / "swtpm.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if b"swtpm" not in cmdline or str(host.tpm_dir).encode() not in cmdline:
-        return None
-    return pid
+    """The pid of this host's swtpm, if it is alive."""
+    return swtpmproc.pid_of(host.path / "swtpm.pid", host.tpm_dir)
 
 
 def _require(tool: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        raise LabError(
-            f"{tool} is not installed; lab hosts need swtpm.",
-            "Install it: sudo apt-get install swtpm swtpm-tools (or run ./scripts/setup).",
-        )
-    return found
+    return swtpmproc.require(tool, "lab hosts")
 
 
 def _manufacture_tpm(host: LabHost) -> None:
@@ -228,8 +187,8 @@ def _launch_swtpm(host: LabHost) -> None:
     last_error = ""
     for attempt in range(6):
         # A rebooted host keeps its TPM's address when it can, as a real one does.
-        if attempt > 0 or not host.port or not _port_pair_free(host.port):
-            host.port, host.ctrl_port = _free_port_pair()
+        if attempt > 0 or not host.port or not swtpmproc.port_pair_free(host.port):
+            host.port, host.ctrl_port = swtpmproc.free_port_pair()
         pidfile = host.path / "swtpm.pid"
         pidfile.unlink(missing_ok=True)
         result = subprocess.run(
@@ -276,15 +235,8 @@ def _wait_listening(port: int, timeout: float = 5.0) -> bool:
 
 def _kill(host: LabHost) -> None:
     pid = _swtpm_pid(host)
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.01)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    if pid is not None:
+        swtpmproc.kill(pid)
     (host.path / "swtpm.pid").unlink(missing_ok=True)
 
 

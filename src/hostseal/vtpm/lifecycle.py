@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostseal import swtpmproc
 from hostseal.keyprovider import DataKey, KeyProvider, ProviderStore
 from hostseal.vtpm import ca as _ca
 from hostseal.vtpm import swtpm
@@ -74,7 +75,7 @@ def _state(vm_dir: Path) -> Path:
 
 
 def _pid(vm_dir: Path) -> int | None:
-    return swtpm.pid_of(vm_dir / "swtpm.pid", _state(vm_dir))
+    return swtpmproc.pid_of(vm_dir / "swtpm.pid", _state(vm_dir))
 
 
 def _existing(dirs: VtpmDirs, name: str) -> Path:
@@ -199,7 +200,7 @@ def start(dirs: VtpmDirs, providers: ProviderStore, name: str, tcp: bool = False
         if tcp:
             last: VtpmError | None = None
             for _attempt in range(5):
-                port, ctrl_port = swtpm.free_port_pair()
+                port, ctrl_port = swtpmproc.free_port_pair()
                 try:
                     swtpm.launch(
                         _state(vm_dir),
@@ -242,7 +243,7 @@ def stop(dirs: VtpmDirs, name: str) -> VtpmStatus:
     with _locked(vm_dir):
         pid = _pid(vm_dir)
         if pid is not None:
-            swtpm.kill(pid)
+            swtpmproc.kill(pid)
         for leftover in ("swtpm.pid", "run.json", "swtpm.sock"):
             (vm_dir / leftover).unlink(missing_ok=True)
         return VtpmStatus(load(vm_dir), vm_dir, None, None)

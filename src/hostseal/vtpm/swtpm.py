@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -20,6 +19,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from hostseal import swtpmproc
+from hostseal.swtpmproc import kill, pid_of
 from hostseal.vtpm.errors import SwtpmFailed, VtpmError, VtpmRunning
 from hostseal.vtpm.record import CIPHER
 
@@ -37,10 +38,7 @@ _STATE_FLAG_DECRYPTED = 1
 
 
 def require(tool: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        raise VtpmError(f"{tool} is not installed; vTPMs need swtpm.", _INSTALL)
-    return found
+    return swtpmproc.require(tool, "vTPMs")
 
 
 def state_key(data_key: bytes) -> bytes:
@@ -123,56 +121,6 @@ def run_setup(
 
 
 # -- running swtpm -------------------------------------------------------------------------
-
-
-def free_port_pair() -> tuple[int, int]:
-    """Two adjacent free ports: the swtpm TCTI finds the control channel at port + 1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a:
-            a.bind(("127.0.0.1", 0))
-            port: int = a.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port, port + 1
-    raise VtpmError("No two adjacent free TCP ports on 127.0.0.1 for swtpm.", "Free some ports.")
-
-
-def pid_of(pidfile: Path, state_dir: Path) -> int | None:
-    """The pid in ``pidfile`` if that process is a live swtpm serving ``state_dir``."""
-    try:
-        pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if b"swtpm" not in cmdline or f"dir={state_dir}\0".encode() not in cmdline + b"\0":
-        return None
-    return pid if _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a daemon's parent, init, may reap late)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
-
-
-def kill(pid: int, timeout: float = 5.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.005)
-    if not _alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 def check_socket_path(path: Path) -> None:
