@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hostseal import lab
-from hostseal.agent.client import ServiceError
+from hostseal.server.client import ApiError
 from hostseal.measure import parse_event_log
 from hostseal.secureconfig import manager
 from hostseal.tpm import open_tpm
@@ -77,14 +77,14 @@ def test_replaced_tpm_is_tpm_changed_until_reconnected(fleet: Fleet) -> None:
     lab.replace_tpm(fleet.lab_dir, "esx3")
     with pytest.raises(AkUnavailable):
         fleet.attest("esx3")  # the AK does not load in the new TPM; the agent forgets it
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(ApiError) as err:
         fleet.attest("esx3")  # enrols again, with the new TPM's EK
     assert err.value.status == 409 and err.value.kind == "TpmChanged"
     shown = fleet.host("esx3")
     assert shown["status"] == "tpm-changed"
     ek = shown["ek"]
     assert ek["new_fingerprint"] and ek["new_fingerprint"] != ek["fingerprint"]  # type: ignore[index]
-    with pytest.raises(ServiceError):
+    with pytest.raises(ApiError):
         fleet.attest("esx3")  # still refused: never Passed, never silently re-enrolled
     assert fleet.host("esx3")["status"] == "tpm-changed"
     reconnected = fleet.service.cli(

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostseal.agent.client import Client, ServiceError
 from hostseal.agent.state import AgentState
 from hostseal.errors import HostsealError
 from hostseal.secureconfig import manager
 from hostseal.secureconfig.recoverykey import key_check_value
 from hostseal.secureconfig.store import NoBundle
+from hostseal.server.client import ApiError, Client, tls_verify
 from hostseal.tpm import Tpm, open_tpm
 from hostseal.tpm.attestation import AkUnavailable, activate_credential, create_ak, quote
 
@@ -63,6 +63,9 @@ class Agent:
         self.config = config
         self.state = AgentState(config.state_dir)
 
+    def _client(self, token: str | None) -> Client:
+        return Client(self.config.server, token, tls_verify(self.config.ca, self.config.server))
+
     # -- enrolment ---------------------------------------------------------------------------
     def _ek_kind(self, tpm: Tpm) -> tuple[str, bytes | None]:
         for kind in ("rsa", "ecc"):
@@ -77,11 +80,12 @@ class Agent:
             kind, cert = self._ek_kind(tpm)
             ak = create_ak(tpm)
             ek_public = tpm.ek_public(kind)
-            client = Client(self.config.server, self.config.ca)
+            client = self._client(None)
             try:
-                started = client.post(
+                started = client.call(
+                    "POST",
                     "/v1/enrol/start",
-                    {
+                    body={
                         "name": self.config.name,
                         "ek_public": _b64(ek_public),
                         "ek_certificate": _b64(cert) if cert else None,
@@ -95,9 +99,10 @@ class Agent:
                     base64.b64decode(started["credential_blob"]),
                     base64.b64decode(started["encrypted_secret"]),
                 )
-                finished = client.post(
+                finished = client.call(
+                    "POST",
                     "/v1/enrol/finish",
-                    {
+                    body={
                         "enrolment_id": started["enrolment_id"],
                         "secret": _b64(secret),
                     },
@@ -141,9 +146,9 @@ class Agent:
             loaded = self.state.load_ak()
             assert loaded is not None
         ak, _ = loaded
-        client = Client(self.config.server, self.config.ca, self.state.token())
+        client = self._client(self.state.token())
         try:
-            challenge = client.post("/v1/attest/challenge", {})
+            challenge = client.call("POST", "/v1/attest/challenge", body={})
             nonce = bytes.fromhex(challenge["nonce"])
             with open_tpm(self.config.tcti) as tpm:
                 try:
@@ -157,9 +162,10 @@ class Agent:
             except OSError:
                 eventlog = b""
             secure_config, to_escrow = self._secure_config()
-            verdict = client.post(
+            verdict = client.call(
+                "POST",
                 "/v1/attest/evidence",
-                {
+                body={
                     "nonce": challenge["nonce"],
                     "quote": _b64(evidence.attest),
                     "signature": _b64(evidence.signature),
@@ -170,9 +176,8 @@ class Agent:
             )
             escrowed = 0
             if to_escrow:
-                client.post(
-                    "/v1/escrow", {"keys": [{"recovery_id": i, "key": k} for i, k in to_escrow]}
-                )
+                keys = [{"recovery_id": i, "key": k} for i, k in to_escrow]
+                client.call("POST", "/v1/escrow", body={"keys": keys})
                 escrowed = len(to_escrow)
                 if secure_config is not None:
                     self.state.save_escrowed(
@@ -191,7 +196,7 @@ class Agent:
             except (HostsealError, OSError) as err:
                 if once:
                     raise
-                if isinstance(err, ServiceError) and err.status == 401:
+                if isinstance(err, ApiError) and err.status == 401:
                     self.state.forget_enrolment()  # the server no longer knows this token
                 log.warning("attestation failed: %s; retrying in %.0f s", err, backoff)
                 sleep(backoff + random.uniform(0, backoff / 2))

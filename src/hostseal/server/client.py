@@ -21,7 +21,14 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
 
 
 class ApiError(HostsealError):
-    """The server refused a request; the subclass is named after the server's error type."""
+    """The server refused a request; the subclass is named after the server's error type
+    (``kind``), ``status`` is the HTTP status."""
+
+    status: int = 0
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
 
 
 _ERROR_TYPES: dict[str, type[ApiError]] = {}
@@ -38,14 +45,17 @@ def _api_error(name: str) -> type[ApiError]:
 class Client:
     """One server, one token, one CA: JSON in and out, server errors become HostsealErrors."""
 
-    def __init__(self, server: str, token: str, verify: ssl.SSLContext | bool) -> None:
+    def __init__(self, server: str, token: str | None, verify: ssl.SSLContext | bool) -> None:
         self.server = server.rstrip("/")
         self._http = httpx.Client(
             base_url=self.server,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             verify=verify,
             timeout=30,
         )
+
+    def close(self) -> None:
+        self._http.close()
 
     def call(
         self,
@@ -80,13 +90,17 @@ class Client:
         if response.is_error:
             if isinstance(data, dict) and "message" in data:
                 extra = {k: v for k, v in data.items() if k not in ("error", "message", "remedy")}
-                raise _api_error(str(data.get("error", "ApiError")))(
+                error = _api_error(str(data.get("error", "ApiError")))(
                     str(data["message"]), str(data.get("remedy", "")), extra
                 )
-            raise HostsealError(
+                error.status = response.status_code
+                raise error
+            error = ApiError(
                 f"The server answered {response.status_code} to {method} {path}.",
                 "Check that --server points at a hostseal server.",
             )
+            error.status = response.status_code
+            raise error
         return data
 
 
