@@ -9,9 +9,9 @@ import time
 import pytest
 
 from hostseal import lab
-from hostseal.server.client import ApiError
 from hostseal.measure import parse_event_log
 from hostseal.secureconfig import manager
+from hostseal.server.client import ApiError
 from hostseal.tpm import open_tpm
 from hostseal.tpm.attestation import AkUnavailable, quote
 
