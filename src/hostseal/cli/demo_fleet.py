@@ -65,6 +65,7 @@ def _instructions(console: Console, fleet: DemoFleet) -> None:
     table = Table(title="hostseal attestation service", show_header=False)
     table.add_column(style="bold")
     table.add_column()
+    table.add_row("Dashboard", f"{fleet.url}/ui/ (log in with a token below; trust the CA)")
     table.add_row("API", f"{fleet.url}/v1 (OpenAPI: {fleet.url}/v1/openapi.json)")
     table.add_row("CA certificate", str(fleet.ca))
     for role, token in fleet.tokens.items():

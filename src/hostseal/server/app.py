@@ -147,6 +147,9 @@ def create_app(
     _install_error_handlers(app)
     for router in (agent.router, hosts.router, alarms.router, escrow.router):
         app.include_router(router, prefix="/v1")
+    from hostseal.server.web import mount as mount_dashboard  # web dashboard: docs/dashboard.md
+
+    mount_dashboard(app)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
     def metrics() -> PlainTextResponse:

@@ -1,0 +1,274 @@
+"""A host's last evidence against its policy, and its last verdict against the one before.
+
+The service keeps each host's last verified PCR values and event log (``hosts.last_pcrs``,
+``hosts.last_eventlog``). Here they are compared with the host's reference policy as it is now,
+through the service's verifier (the same evaluation as an attestation), and every finding is
+pinned to the PCR and the event it concerns: the SecureBoot variable event when Secure Boot is
+off, a boot application outside the allow-list, the command line, the events of a PCR whose
+value differs. The event log is decoded with :mod:`hostseal.measure`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hostseal.errors import HostsealError
+from hostseal.measure import EventLog, EventType, cmdline_of, decode_variable, describe
+from hostseal.server.context import ServerContext
+from hostseal.server.models import Host, Policy, Verdict
+from hostseal.server.verify import CheckedEvidence
+from hostseal.server.web.facts import parsed_log
+
+
+@dataclass(frozen=True)
+class Note:
+    severity: str  # failure | warning | context
+    text: str
+
+
+@dataclass(frozen=True)
+class PcrRow:
+    index: int
+    expected: str | None
+    actual: str | None
+    state: str  # matches | differs | not pinned | not quoted
+    meaning: str = ""
+
+
+@dataclass
+class EventRow:
+    index: int
+    pcr: int
+    type_name: str
+    text: str
+    digest: str
+    notes: list[Note] = field(default_factory=list)
+
+    @property
+    def severity(self) -> str:
+        order = ("failure", "warning", "context")
+        found = [n.severity for n in self.notes]
+        return next((s for s in order if s in found), "")
+
+
+@dataclass
+class HostEvidence:
+    bank: str
+    policy: str | None
+    policy_error: str | None
+    pcrs: list[PcrRow]
+    events: list[EventRow]
+    log_error: str | None
+    findings: list[dict[str, Any]]
+    requirements: list[str]
+
+    @property
+    def flagged(self) -> list[EventRow]:
+        return [e for e in self.events if e.severity in ("failure", "warning")]
+
+    @property
+    def differing(self) -> int:
+        return sum(1 for p in self.pcrs if p.state == "differs")
+
+
+PCR_MEANINGS = {
+    0: "firmware",
+    1: "firmware configuration",
+    2: "option ROMs",
+    3: "option ROM configuration",
+    4: "boot manager and boot applications",
+    5: "GPT and boot configuration",
+    6: "platform events",
+    7: "Secure Boot policy",
+    8: "kernel command line (GRUB)",
+    9: "GRUB files",
+    11: "unified kernel image",
+    12: "systemd-stub command line",
+    13: "system extensions",
+    14: "MOK",
+}
+
+
+def _policy_document(session: Session, host: Host) -> tuple[str, str] | None:
+    if host.policy_name is None:
+        return None
+    row = session.scalar(select(Policy).where(Policy.name == host.policy_name))
+    return (row.name, row.document) if row is not None else None
+
+
+def _requirements(document: dict[str, Any]) -> list[str]:
+    said = []
+    bank = document.get("quote_bank", "sha256")
+    pinned = sorted(int(i) for i in (document.get("pcrs") or {}).get(bank, {}))
+    if pinned:
+        said.append("PCR values pinned: " + ", ".join(str(p) for p in pinned))
+    if document.get("require_secure_boot"):
+        said.append("Secure Boot must be on")
+    apps = document.get("boot_applications") or []
+    if apps:
+        said.append(f"{len(apps)} boot application(s) allowed")
+    if document.get("kernel_cmdlines"):
+        said.append(f"{len(document['kernel_cmdlines'])} kernel command line(s) allowed")
+    if document.get("kernel_cmdline_required"):
+        said.append("command line must contain " + ", ".join(document["kernel_cmdline_required"]))
+    return said
+
+
+def _secure_boot_event(log: EventLog) -> int | None:
+    for event in log.events:
+        if event.pcr != 7 or event.event_type != EventType.EV_EFI_VARIABLE_DRIVER_CONFIG:
+            continue
+        try:
+            if decode_variable(event.data).name == "SecureBoot":
+                return event.index
+        except ValueError:
+            continue
+    return None
+
+
+def _cmdline_event(log: EventLog) -> int | None:
+    found = None
+    for event in log.events:
+        if cmdline_of(event) is not None:
+            found = event.index
+    return found
+
+
+def _event_of(finding: dict[str, Any], log: EventLog) -> int | None:
+    details = finding.get("details") or {}
+    if isinstance(details.get("event"), int):
+        return int(details["event"])
+    kind = str(finding.get("id", ""))
+    if kind.startswith("secure_boot"):
+        return _secure_boot_event(log)
+    if kind.startswith("kernel_cmdline"):
+        return _cmdline_event(log)
+    return None
+
+
+def _events(log: EventLog, bank: str) -> list[EventRow]:
+    rows = []
+    for event in log.events:
+        digest = event.digests.get(bank) or next(iter(event.digests.values()), b"")
+        rows.append(
+            EventRow(event.index, event.pcr, event.type_name, describe(event), digest.hex())
+        )
+    return rows
+
+
+def _pcr_rows(
+    bank: str, expected: dict[int, str], actual: dict[int, str], quoted: list[int]
+) -> list[PcrRow]:
+    rows = []
+    for index in sorted(set(expected) | set(actual) | set(quoted)):
+        want, have = expected.get(index), actual.get(index)
+        if want is None:
+            state = "not pinned" if have is not None else "not quoted"
+        elif have is None:
+            state = "not quoted"
+        else:
+            state = "matches" if want.lower() == have.lower() else "differs"
+        rows.append(PcrRow(index, want, have, state, PCR_MEANINGS.get(index, "")))
+    return rows
+
+
+def host_evidence(ctx: ServerContext, session: Session, host: Host) -> HostEvidence:
+    """The host's last evidence compared with its policy, for the host page."""
+    pcrs = host.last_pcrs or {}
+    policy = _policy_document(session, host)
+    document: dict[str, Any] = {}
+    if policy is not None:
+        try:
+            document = json.loads(policy[1])
+        except ValueError:
+            document = {}
+    bank = str(document.get("quote_bank") or next(iter(pcrs), "sha256"))
+    actual = {int(i): str(v) for i, v in (pcrs.get(bank) or {}).items()}
+    expected = {int(i): str(v) for i, v in ((document.get("pcrs") or {}).get(bank) or {}).items()}
+    quoted = [int(p) for p in document.get("quote_pcrs") or []]
+    evidence = HostEvidence(
+        bank=bank,
+        policy=policy[0] if policy else None,
+        policy_error=None,
+        pcrs=_pcr_rows(bank, expected, actual, quoted),
+        events=[],
+        log_error=None,
+        findings=[],
+        requirements=_requirements(document),
+    )
+    log = parsed_log(host.last_eventlog)
+    if isinstance(log, str):
+        evidence.log_error = log
+        log = None
+    if log is not None:
+        evidence.events = _events(log, bank)
+    if policy is None or not pcrs:
+        return evidence
+    try:
+        facts = ctx.verifier.check_policy(*policy)
+        values = {
+            b: {int(i): bytes.fromhex(v) for i, v in vals.items()} for b, vals in pcrs.items()
+        }
+        outcome = ctx.verifier.evaluate(facts, CheckedEvidence(values, host.last_eventlog, log))
+    except (HostsealError, ValueError) as err:
+        evidence.policy_error = getattr(err, "message", str(err))
+        return evidence
+    evidence.findings = outcome.findings
+    _place(evidence, log)
+    return evidence
+
+
+def _place(evidence: HostEvidence, log: EventLog | None) -> None:
+    by_index = {e.index: e for e in evidence.events}
+    for finding in evidence.findings:
+        message = str(finding.get("message") or finding.get("text") or "")
+        severity = "warning" if finding.get("severity") == "warning" else "failure"
+        index = _event_of(finding, log) if log is not None else None
+        if index is not None and index in by_index:
+            by_index[index].notes.append(Note(severity, message))
+            continue
+        pcr = finding.get("pcr")
+        if finding.get("id") == "pcr_mismatch" and isinstance(pcr, int):
+            for event in evidence.events:
+                if event.pcr == pcr:
+                    event.notes.append(Note("context", f"measured into PCR {pcr}, which differs"))
+
+
+@dataclass(frozen=True)
+class VerdictChange:
+    """The last verdict against the one before: status and the messages that came and went."""
+
+    before_status: str
+    after_status: str
+    before_at: Any
+    after_at: Any
+    gone: list[str]
+    new: list[str]
+    kept: list[str]
+
+    @property
+    def same(self) -> bool:
+        return self.before_status == self.after_status and not self.gone and not self.new
+
+
+def verdict_change(verdicts: list[Verdict]) -> VerdictChange | None:
+    """``verdicts`` newest first; None with fewer than two."""
+    if len(verdicts) < 2:
+        return None
+    after, before = verdicts[0], verdicts[1]
+    old = [str(m) for m in before.messages or []]
+    new = [str(m) for m in after.messages or []]
+    return VerdictChange(
+        before.status,
+        after.status,
+        before.at,
+        after.at,
+        gone=[m for m in old if m not in new],
+        new=[m for m in new if m not in old],
+        kept=[m for m in new if m in old],
+    )
