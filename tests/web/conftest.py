@@ -154,7 +154,7 @@ def running_fleet(root: Path) -> Iterator[WebFleet]:
             lab.stop(lab_dir, host.name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="Playwright is not installed (pip install playwright)"
@@ -167,7 +167,7 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fleet(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator[WebFleet]:
     with running_fleet(tmp_path_factory.mktemp("web")) as started:
         yield started
