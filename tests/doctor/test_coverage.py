@@ -19,7 +19,6 @@ import pytest
 from tpm2_pytss import TSS2_Exception
 from tpm2_pytss.constants import TPM2_RC
 
-from hostseal.agent.client import Client
 from hostseal.attest.errors import (
     EkCertificateUntrusted,
     NonceMismatch,
@@ -52,6 +51,7 @@ from hostseal.secureconfig.requirements import exec_installed_only_problems, unm
 from hostseal.secureconfig.slots import RecoverySlot, open_recovery_slots
 from hostseal.secureconfig.store import Bundle, Store
 from hostseal.server.attestation import _may_attest
+from hostseal.server.client import Client
 from hostseal.server.enrol import PENDING, TPM_CHANGED
 from hostseal.server.errors import EkNotTrusted, PolicyRefused, TpmChanged, Unauthenticated
 from hostseal.tpm import parse_tcti
@@ -159,9 +159,9 @@ def typo() -> None:
 
 
 def unreachable() -> None:
-    client = Client("https://127.0.0.1:9", None, timeout=2)
+    client = Client("https://127.0.0.1:9", None, False)
     try:
-        client.post("/v1/attest/challenge", {})
+        client.call("POST", "/v1/attest/challenge", body={})
     finally:
         client.close()
 

@@ -31,6 +31,10 @@ class ApiError(HostsealError):
         return type(self).__name__
 
 
+class ServiceUnreachable(HostsealError):
+    """The attestation service could not be reached (address, network, TLS)."""
+
+
 _ERROR_TYPES: dict[str, type[ApiError]] = {}
 
 
@@ -70,14 +74,16 @@ class Client:
         except httpx.ConnectError as exc:
             text = str(exc)
             if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-                raise HostsealError(
-                    f"The TLS certificate of {self.server} could not be verified: {text}",
+                raise ServiceUnreachable(
+                    f"The attestation service at {self.server} could not be reached: its TLS "
+                    f"certificate could not be verified ({text}).",
                     "Give the server's CA certificate with --ca or HOSTSEAL_SERVER_CA (the "
                     "server prints its path with 'hostseal server ca-cert').",
                 ) from exc
-            raise HostsealError(
-                f"Cannot reach the hostseal server at {self.server}: {text}",
-                "Check --server / HOSTSEAL_SERVER and that 'hostseal server run' is running.",
+            raise ServiceUnreachable(
+                f"The attestation service at {self.server} could not be reached: {text}.",
+                "Check --server / HOSTSEAL_SERVER and that 'hostseal server run' is running; "
+                "agents retry by themselves.",
             ) from exc
         except httpx.HTTPError as exc:
             raise HostsealError(
