@@ -116,6 +116,8 @@ def test_wrong_nonce_fails_with_message(run_quote_cli, keylime: Path) -> None:  
         "What to do: The quote is stale or replayed, or answers another challenge: ask the host "
         "for a new quote over a fresh nonce. If it happens again, the host may be replaying old "
         "evidence: treat it as untrusted.",
+        "Known issue: Attestation failed: the host's evidence does not verify (hostseal doctor "
+        "finding attestation-evidence-invalid)",
     ]
     run = run_quote_cli(*_args(keylime, **{"--nonce": "00" + NONCE[2:]}), "--json")
     assert run.code == 1
