@@ -53,3 +53,20 @@ def lab_host(lab_dir: Path) -> LabHost:
     from hostseal import lab
 
     return lab.start(lab_dir, "host1")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A private PostgreSQL server for the test session (``scale.postgres.PostgresCluster``):
+    initdb in a temporary directory, a free 127.0.0.1 port, fsync off. Skips, saying why, when
+    the PostgreSQL binaries or psycopg are absent (``HOSTSEAL_REQUIRE_POSTGRES`` makes it fail)."""
+    from scale.postgres import PostgresCluster, unavailable
+
+    why = unavailable()
+    if why is not None:
+        if os.environ.get("HOSTSEAL_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL required (HOSTSEAL_REQUIRE_POSTGRES) but: {why}")
+        pytest.skip(f"PostgreSQL variant skipped: {why}")
+    cluster = PostgresCluster().init()
+    yield cluster
+    cluster.close()

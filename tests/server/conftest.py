@@ -1,9 +1,18 @@
 """Fixtures of the server tests: an app in-process (httpx ASGI transport), a fixed clock, tokens,
-and software TPMs that enrol and attest through the API."""
+and software TPMs that enrol and attest through the API.
+
+Every test that uses the ``settings`` fixture (so every ``server``) runs on both databases:
+``[sqlite]`` (a file in the test's directory) and ``[postgresql]`` (a fresh database, copied from a
+migrated template, on the session's private PostgreSQL server: the ``postgres`` fixture, which
+skips with its reason when PostgreSQL is not installed). ``HOSTSEAL_TEST_DB=sqlite`` or
+``=postgresql`` keeps one of them.
+"""
 
 from __future__ import annotations
 
 import base64
+import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,9 +189,67 @@ def clock() -> FixedClock:
     return FixedClock()
 
 
+DATABASES = ("sqlite", "postgresql")
+# tests that look at the SQLite file itself
+SQLITE_ONLY = {
+    "test_keys_are_encrypted_in_the_database_under_a_key_outside_it": "reads the SQLite file",
+}
+_numbers = itertools.count()
+
+
+def _databases() -> tuple[str, ...]:
+    chosen = os.environ.get("HOSTSEAL_TEST_DB", "")
+    if not chosen:
+        return DATABASES
+    if chosen not in DATABASES:
+        raise pytest.UsageError(f"HOSTSEAL_TEST_DB={chosen!r}: use sqlite or postgresql")
+    return (chosen,)
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres: Any) -> str:
+    """A database migrated once; each test's database is a copy of it (fast)."""
+    from hostseal.server import db
+
+    name = "hostseal_template"
+    engine = db.make_engine(postgres.create_database(name), pool_size=1)
+    db.migrate(engine)
+    engine.dispose()
+    return name
+
+
+@pytest.fixture(params=_databases())
+def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The database URL of the test's server: None for SQLite (the data directory's file)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    reason = SQLITE_ONLY.get(request.node.originalname)
+    if reason:
+        pytest.skip(f"SQLite only: {reason}")
+    postgres = request.getfixturevalue("postgres")
+    template = request.getfixturevalue("pg_template")
+    name = f"hostseal_test_{os.getpid()}_{next(_numbers)}"
+    yield postgres.create_database(name, template)
+    postgres.drop_database(name)
+
+
+@pytest.fixture(scope="module", params=_databases())
+def live_database(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """For a real server process (``_service.live_service(data, env)``): the environment that
+    points it, and the token commands, at the module's database ({} for SQLite)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    postgres = request.getfixturevalue("postgres")
+    name = f"hostseal_live_{os.getpid()}_{next(_numbers)}"
+    yield {"HOSTSEAL_SERVER_DB": postgres.create_database(name)}
+    postgres.drop_database(name)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> ServerSettings:
-    return ServerSettings(data_dir=tmp_path / "server")
+def settings(tmp_path: Path, database: str | None) -> ServerSettings:
+    return ServerSettings(data_dir=tmp_path / "server", database_url=database)
 
 
 @pytest.fixture

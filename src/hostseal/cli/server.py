@@ -156,6 +156,49 @@ def token_revoke(name: str, data_dir: Path | None, database_url: str | None) -> 
     click.echo(f"Token {name!r} revoked.")
 
 
+@server.command("instances")
+@_data_dir
+@_db
+@json_option
+def instances_cmd(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+    """The server instances sharing the database (alive, not-responding, stopped) and who ran
+    each scheduled job last; reads the database, no server needed."""
+    from hostseal.server.instances import read_database
+    from hostseal.server.settings import ServerSettings
+
+    settings = ServerSettings.from_env().with_overrides(
+        data_dir=data_dir, database_url=database_url
+    )
+    shown = read_database(settings.db_url)
+    if as_json:
+        echo_json(shown)
+        return
+    table = Table("Instance", "State", "Host", "PID", "Version", "Started", "Heartbeat")
+    for row in shown["instances"]:
+        table.add_row(
+            row["name"],
+            row["state"],
+            row["hostname"],
+            str(row["pid"]),
+            row["version"],
+            row["started_at"][:19],
+            row["heartbeat_at"][:19],
+        )
+    jobs = Table("Job", "Next run", "Last run", "By", "Result")
+    for job in shown["jobs"]:
+        last = job["last_run_at"]
+        jobs.add_row(
+            job["name"],
+            job["next_run_at"][:19],
+            last[:19] if last else "never",
+            job["last_instance"] or "",
+            job["last_result"],
+        )
+    console = Console()
+    console.print(table)
+    console.print(jobs)
+
+
 @server.command("ca-cert")
 @_data_dir
 def ca_cert(data_dir: Path | None) -> None:

@@ -64,10 +64,13 @@ def _bank_size(log: EventLog, bank: str) -> int:
 
 def logged_banks(log: EventLog) -> tuple[str, ...]:
     """The banks the log has digests for (in header order); banks declared but never used drop."""
+    declared = set(log.banks)
     used: set[str] = set()
     for event in log.events[1:] if log.spec_id is not None else log.events:
         if event.event_type != EV_NO_ACTION:
             used.update(event.digests)
+            if used >= declared:  # every declared bank seen: the rest cannot add one
+                break
     return tuple(b for b in log.banks if b in used)
 
 
@@ -87,14 +90,21 @@ def replay(log: EventLog, banks: Iterable[str] | None = None) -> dict[str, dict[
         wanted = replayable_banks(log)
     else:
         wanted = tuple(banks)
-        logged = logged_banks(log)
-        for bank in wanted:
-            hash_function(bank)  # raises if hostseal cannot compute this bank
-            if bank not in logged:
-                raise EventLogError(
-                    f"The event log has no {bank} digests (it has: {', '.join(logged) or 'none'}).",
-                    "Compare the PCR bank the firmware logged, usually sha256.",
-                )
+        _check_banks(wanted, logged_banks(log))
+    return _replay(log, wanted)
+
+
+def _check_banks(wanted: tuple[str, ...], logged: tuple[str, ...]) -> None:
+    for bank in wanted:
+        hash_function(bank)  # raises if hostseal cannot compute this bank
+        if bank not in logged:
+            raise EventLogError(
+                f"The event log has no {bank} digests (it has: {', '.join(logged) or 'none'}).",
+                "Compare the PCR bank the firmware logged, usually sha256.",
+            )
+
+
+def _replay(log: EventLog, wanted: tuple[str, ...]) -> dict[str, dict[int, bytes]]:
     extended = [e for e in log.events if e.event_type != EV_NO_ACTION]
     return {bank: _replay_bank(log, bank, extended) for bank in wanted}
 
@@ -102,23 +112,21 @@ def replay(log: EventLog, banks: Iterable[str] | None = None) -> dict[str, dict[
 def _replay_bank(log: EventLog, bank: str, extended: list[Event]) -> dict[int, bytes]:
     size = _bank_size(log, bank)
     locality = log.startup_locality
-    initial = [initial_value(size, pcr, locality) for pcr in range(24)]
-    pcrs: dict[int, bytes] = {}
-    if locality is not None:
-        pcrs[0] = initial[0]
+    current = [initial_value(size, pcr, locality) for pcr in range(24)]
+    touched: set[int] = set() if locality is None else {0}
     constructor = _FAST_CONSTRUCTORS.get(bank)
     try:
         if constructor is not None:  # the hot loop: hashlib's constructor, no indirection
             for event in extended:
                 pcr = event.pcr
-                pcrs[pcr] = constructor(
-                    (pcrs.get(pcr) or initial[pcr]) + event.digests[bank]
-                ).digest()
+                current[pcr] = constructor(current[pcr] + event.digests[bank]).digest()
+                touched.add(pcr)
         else:
             function = hash_function(bank)
             for event in extended:
                 pcr = event.pcr
-                pcrs[pcr] = function((pcrs.get(pcr) or initial[pcr]) + event.digests[bank])
+                current[pcr] = function(current[pcr] + event.digests[bank])
+                touched.add(pcr)
     except KeyError:
         missing = next(e for e in extended if bank not in e.digests)
         raise EventLogError.at(
@@ -127,7 +135,7 @@ def _replay_bank(log: EventLog, bank: str, extended: list[Event]) -> dict[int, b
             f"the event extends PCR {missing.pcr} but has no {bank} digest, although other "
             f"events have one, so the {bank} bank cannot be replayed",
         ) from None
-    return dict(sorted(pcrs.items()))
+    return {pcr: current[pcr] for pcr in sorted(touched)}
 
 
 # --- comparison with a TPM's PCRs ------------------------------------------------------------
@@ -179,7 +187,7 @@ def compare_pcrs(
             f"{', '.join(logged) or 'no digests'}, the PCRs are {', '.join(pcrs) or 'none'}.",
             "Read the PCR bank the firmware logged (usually sha256) and compare that.",
         )
-    replayed = replay(log, common)
+    replayed = _replay(log, tuple(common))  # the banks are known to be logged
     mismatches: list[PcrMismatch] = []
     for bank in common:
         size = _bank_size(log, bank)

@@ -2,13 +2,13 @@
 
 Routes are under ``/v1`` (docs/api.md), the OpenAPI document at ``/v1/openapi.json``, Prometheus
 metrics at ``/metrics``. Every error is ``HostsealError.to_dict()`` JSON with a status code, never
-a traceback. While the server runs, a background task marks hosts that stopped reporting as
-``not-reporting`` and prunes old challenges.
+a traceback. While the server runs, it keeps its heartbeat in the database and runs the scheduled
+jobs (:mod:`hostseal.server.scheduler`: hosts that stopped reporting become ``not-reporting``, old
+challenges are pruned), claimed so that several instances on one database never run one twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -17,12 +17,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hostseal import __version__
 from hostseal.errors import HostsealError
-from hostseal.server import attestation, views
-from hostseal.server.api import agent, alarms, escrow, hosts
+from hostseal.server import scheduler, views
+from hostseal.server.api import agent, alarms, escrow, hosts, instances
 from hostseal.server.clock import Clock
 from hostseal.server.context import ServerContext
 from hostseal.server.settings import ServerSettings
@@ -82,6 +83,17 @@ def _install_error_handlers(app: FastAPI) -> None:
             return _json(405, "MethodNotAllowed", str(err.detail), "See GET /v1/openapi.json.")
         return _json(err.status_code, "HttpError", str(err.detail), "")
 
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(_: Request, err: OperationalError) -> JSONResponse:
+        # the database restarting or unreachable: the transaction was rolled back, nothing kept
+        log.error("database unavailable: %s", str(err.orig).strip().splitlines()[0])
+        return _json(
+            503,
+            "DatabaseUnavailable",
+            "The server could not reach its database; nothing of this request was kept.",
+            "Retry in a moment (agents do); if it persists, check the database server.",
+        )
+
     @app.exception_handler(Exception)
     async def crashed(_: Request, err: Exception) -> JSONResponse:
         log.exception("internal error")
@@ -94,24 +106,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def run_housekeeping(ctx: ServerContext) -> list[str]:
-    """One round of the background task: mark stale hosts, prune old challenges/enrolments."""
-    now = ctx.clock.now()
-    with ctx.sessions.begin() as session:
-        marked = attestation.mark_stale(session, now, ctx.settings.stale_after)
-        attestation.prune(session, now)
-    return marked
-
-
-async def _housekeeping_loop(ctx: ServerContext) -> None:
-    interval = ctx.settings.staleness_check_every.total_seconds()
-    while True:
-        try:
-            marked = await asyncio.to_thread(run_housekeeping, ctx)
-            if marked:
-                log.warning("hosts not reporting: %s", ", ".join(marked))
-        except Exception:
-            log.exception("housekeeping failed")
-        await asyncio.sleep(interval)
+    """Every background job once, now: mark stale hosts, prune old challenges/enrolments."""
+    return scheduler.housekeeping(ctx)
 
 
 def create_app(
@@ -126,13 +122,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_housekeeping_loop(ctx))
+        background = scheduler.Background(ctx)
+        await background.start()
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await background.stop()
             ctx.close()
 
     app = FastAPI(
@@ -147,6 +142,7 @@ def create_app(
     _install_error_handlers(app)
     for router in (agent.router, hosts.router, alarms.router, escrow.router):
         app.include_router(router, prefix="/v1")
+    app.include_router(instances.router, prefix="/v1")
     from hostseal.server.web import mount as mount_dashboard  # web dashboard: docs/dashboard.md
 
     mount_dashboard(app)
@@ -154,7 +150,7 @@ def create_app(
     @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
     def metrics() -> PlainTextResponse:
         with ctx.sessions() as session:
-            text = views.metrics(session)
+            text = views.metrics(session) + instances.metrics(session, ctx.clock.now())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return app

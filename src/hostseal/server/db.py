@@ -4,6 +4,11 @@ The schema is created and upgraded by the Alembic migrations shipped in
 :mod:`hostseal.server.migrations`, run programmatically at start (:func:`migrate`). SQLite runs
 in WAL mode with ``synchronous=FULL`` and foreign keys on: a committed transaction survives a
 crash or a power loss.
+
+PostgreSQL (``postgresql+psycopg://``, psycopg 3) is for several instances on one database
+(docs/scale.md): connections are checked before use (``pool_pre_ping``), so a restarted database
+costs the requests that were in flight, not the instance; instances starting together migrate
+one after the other (a PostgreSQL advisory lock around the migrations).
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from hostseal.errors import HostsealError
+from hostseal.server import instances as _instances  # noqa: F401  (its tables are in the schema)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x686F737473656131  # pg_advisory_lock key: "hostsea1"
 
 
 class DatabaseUnavailable(HostsealError):
@@ -34,13 +41,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets the pragmas above and can be used from any thread."""
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+    """An engine for ``url``; SQLite gets the pragmas above and can be used from any thread;
+    other databases keep ``pool_size`` connections (and as many again under load)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=30,
+        pool_recycle=1800,
+    )
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
 
 
 def alembic_config(engine: Engine) -> Any:
@@ -58,7 +77,16 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     try:
-        command.upgrade(alembic_config(engine), revision)
+        if is_postgresql(engine):
+            with engine.connect() as lock:  # other instances wait here while one migrates
+                lock.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+                try:
+                    command.upgrade(alembic_config(engine), revision)
+                finally:
+                    lock.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+                    lock.commit()
+        else:
+            command.upgrade(alembic_config(engine), revision)
     except HostsealError:
         raise
     except Exception as exc:

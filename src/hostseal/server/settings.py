@@ -6,6 +6,11 @@ and overrides fields from its flags.
 
 - ``data_dir`` -- ``HOSTSEAL_SERVER_DATA`` / ``--data-dir``; default ``/var/lib/hostseal/server``.
 - ``database_url`` -- ``HOSTSEAL_SERVER_DB`` / ``--db``; default ``sqlite:///<data_dir>/hostseal.db``.
+  PostgreSQL: ``postgresql://user@db/hostseal`` (psycopg 3 is used; ``postgresql+psycopg://`` too).
+- ``instance_name`` -- ``HOSTSEAL_SERVER_INSTANCE``: how this instance is shown among the
+  instances sharing the database; default ``<host name>:<port>``.
+- ``heartbeat_every`` -- ``HOSTSEAL_SERVER_HEARTBEAT`` (seconds); default 10. An instance whose
+  heartbeat is older than 3 intervals is shown as not alive.
 - ``bind`` -- ``HOSTSEAL_SERVER_BIND`` / ``--bind``; default ``127.0.0.1:8443``.
 - ``ek_policy`` -- ``HOSTSEAL_SERVER_EK_POLICY`` / ``--ek-policy``: ``approve`` (default) or
   ``require-chain``.
@@ -13,6 +18,8 @@ and overrides fields from its flags.
   certificates must chain to; default ``/etc/hostseal/tpm-ca`` (as everywhere in hostseal).
 - ``stale_after`` -- ``HOSTSEAL_SERVER_STALE_AFTER`` (seconds); default 900 (3 x the agents'
   5-minute interval).
+- ``staleness_check_every`` -- ``HOSTSEAL_SERVER_STALE_CHECK`` (seconds); default 60: how often
+  the ``stale-hosts`` job runs (once for all instances).
 - ``nonce_lifetime`` -- ``HOSTSEAL_SERVER_NONCE_LIFETIME`` (seconds); default 120.
 - ``enrolment_lifetime`` -- ``HOSTSEAL_SERVER_ENROL_LIFETIME`` (seconds); default 300.
 - ``tls_cert`` / ``tls_key`` / ``tls_ca`` -- ``HOSTSEAL_SERVER_TLS_CERT`` / ``_KEY`` / ``_CA``;
@@ -54,19 +61,23 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _seconds(env: Mapping[str, str], name: str, default: int) -> timedelta:
+def _positive(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
     raw = env.get(name)
     if not raw:
-        return timedelta(seconds=default)
+        return default
     try:
         value = int(raw)
     except ValueError:
         value = 0
     if value <= 0:
         raise ServerSettingsInvalid(
-            f"{name}={raw!r} is not a number of seconds.", f"Set {name} to a positive integer."
+            f"{name}={raw!r} is not a number of {unit}.", f"Set {name} to a positive integer."
         )
-    return timedelta(seconds=value)
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> timedelta:
+    return timedelta(seconds=_positive(env, name, default, "seconds"))
 
 
 def check_ek_policy(value: str) -> EkPolicy:
@@ -92,6 +103,8 @@ class ServerSettings:
     nonce_lifetime: timedelta = timedelta(seconds=120)
     enrolment_lifetime: timedelta = timedelta(seconds=300)
     staleness_check_every: timedelta = timedelta(seconds=60)
+    heartbeat_every: timedelta = timedelta(seconds=10)
+    instance_name: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -119,6 +132,9 @@ class ServerSettings:
             tls_key=path("HOSTSEAL_SERVER_TLS_KEY"),
             tls_ca=path("HOSTSEAL_SERVER_TLS_CA"),
             tls_names=tuple(n for n in names if n),
+            staleness_check_every=_seconds(env, "HOSTSEAL_SERVER_STALE_CHECK", 60),
+            heartbeat_every=_seconds(env, "HOSTSEAL_SERVER_HEARTBEAT", 10),
+            instance_name=env.get("HOSTSEAL_SERVER_INSTANCE") or None,
         )
 
     def with_overrides(self, **changes: object) -> ServerSettings:
@@ -128,8 +144,13 @@ class ServerSettings:
 
     @property
     def db_url(self) -> str:
-        """The database URL: the setting, or the SQLite file in the data directory."""
-        return self.database_url or f"sqlite:///{self.data_dir / 'hostseal.db'}"
+        """The database URL: the setting, or the SQLite file in the data directory. A plain
+        ``postgresql://`` (or ``postgres://``) URL names the psycopg 3 driver."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'hostseal.db'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url[len(plain) :]
+        return url
 
     @property
     def bind_address(self) -> tuple[str, int]:
