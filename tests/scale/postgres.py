@@ -19,15 +19,22 @@ import time
 from pathlib import Path
 
 
+def _version(path: Path) -> int:
+    name = path.parent.name
+    return int(name) if name.isdigit() else 0
+
+
 def pg_bin() -> Path | None:
     """The directory with ``initdb`` and ``pg_ctl``, or None."""
     given = os.environ.get("HOSTSEAL_PG_BIN")
-    candidates = [Path(given)] if given else []
-    found = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += sorted((Path(p) for p in found), key=lambda p: int(p.parent.name), reverse=True)
-    which = shutil.which("initdb")
-    if which:
-        candidates.append(Path(which).resolve().parent)
+    if given:
+        candidates = [Path(given)]
+    else:
+        found = glob.glob("/usr/lib/postgresql/*/bin")
+        candidates = sorted((Path(p) for p in found), key=_version, reverse=True)
+        which = shutil.which("initdb")
+        if which:
+            candidates.append(Path(which).resolve().parent)
     for path in candidates:
         if (path / "initdb").is_file() and (path / "pg_ctl").is_file():
             return path
