@@ -16,10 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from hostseal import lab
+from hostseal.agent import Agent, AgentConfig, AttestOutcome
+from hostseal.lab import LabHost
 
 
 def hostseal(
@@ -72,6 +76,39 @@ class Live:
         done = self.cli(token, *args, "--json")
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
+
+
+@dataclass
+class LabFleet:
+    """Lab hosts whose real agents (:class:`hostseal.agent.Agent`) attest to a live service;
+    each host keeps its bootbank and agent state under ``root/<name>/``."""
+
+    service: Live
+    lab_dir: Path
+    root: Path
+    hosts: dict[str, LabHost] = field(default_factory=dict)
+
+    def bootbank(self, name: str) -> Path:
+        return self.root / name / "bootbank"
+
+    def agent(self, name: str, *, escrow: bool = True) -> Agent:
+        host = self.hosts[name] = lab.load(self.lab_dir, name)  # the record as of this boot
+        return Agent(
+            AgentConfig(
+                name=name,
+                server=self.service.url,
+                ca=self.service.ca,
+                tcti=host.tcti,
+                eventlog=host.eventlog,
+                bootbank=self.bootbank(name),
+                state_dir=self.root / name / "agent",
+                interval=1,
+                escrow=escrow,
+            )
+        )
+
+    def attest(self, name: str, *, escrow: bool = True) -> AttestOutcome:
+        return self.agent(name, escrow=escrow).attest_once()
 
 
 @contextlib.contextmanager

@@ -13,16 +13,13 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from _service import Live, live_service
+from _service import LabFleet, live_service
 from hostseal import lab
-from hostseal.agent import Agent, AgentConfig, AttestOutcome
-from hostseal.lab import LabHost
 from hostseal.secureconfig import manager
 
 if TYPE_CHECKING:
@@ -44,14 +41,8 @@ CHROMIUM_ARGS = [
 HOSTS = ("esx1", "esx2", "esx3")
 
 
-@dataclass
-class WebFleet:
+class WebFleet(LabFleet):
     """The service, lab hosts with sealed configurations, and their agents."""
-
-    service: Live
-    lab_dir: Path
-    root: Path
-    hosts: dict[str, LabHost] = field(default_factory=dict)
 
     def token(self, role: str) -> str:
         token: str = getattr(self.service, role)
@@ -62,9 +53,6 @@ class WebFleet:
             answer = client.request(method, path, **kw)
         assert answer.status_code < 300, answer.text
         return answer.json()
-
-    def bootbank(self, name: str) -> Path:
-        return self.root / name / "bootbank"
 
     def secure_config(self, name: str) -> manager.HostContext:
         host = self.hosts[name] = lab.load(self.lab_dir, name)
@@ -78,24 +66,6 @@ class WebFleet:
         manager.save(self.secure_config(name), [config.parent])
         assert self.agent(name).enrol() == "pending-approval"  # lab TPMs have no EK cert
         self.api("operator", "POST", f"/v1/hosts/{name}/approve", json={"reason": "lab host"})
-
-    def agent(self, name: str) -> Agent:
-        host = self.hosts[name] = lab.load(self.lab_dir, name)  # ports change at each boot
-        return Agent(
-            AgentConfig(
-                name=name,
-                server=self.service.url,
-                ca=self.service.ca,
-                tcti=host.tcti,
-                eventlog=host.eventlog,
-                bootbank=self.bootbank(name),
-                state_dir=self.root / name / "agent",
-                interval=1,
-            )
-        )
-
-    def attest(self, name: str) -> AttestOutcome:
-        return self.agent(name).attest_once()
 
     def secure_boot(self, name: str, on: bool) -> None:
         """Reboot the lab host with Secure Boot on or off (the firmware measures it)."""
