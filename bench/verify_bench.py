@@ -12,7 +12,11 @@ Measured in one thread, in this run:
 
 * the physical limit: one signature verification with ``cryptography`` alone;
 * hostseal: ``verify_quote`` (signature, nonce, PCR digest), + the event log (parse, replay,
-  compare), + the policy (``evaluate``);
+  compare), + the policy (``evaluate``); then what the service runs, ``attest.appraise``, in its
+  two cases: **first sight** of a boot (the full appraisal above, plus the log's SHA-256) and
+  **same boot** (the steady state: the agent reports again before the host reboots, names the
+  log by its digest, and the judgement of the first sight is reused after the quote's signature,
+  nonce and PCR digest are checked);
 * Keylime, installed by this script with pip into a separate virtual environment
   (``HOSTSEAL_KEYLIME_VENV``, default ``~/.cache/hostseal/keylime-venv``), through its own
   functions (``bench/_keylime_driver.py``): ``Tpm._tpm2_checkquote`` and ``Tpm().check_quote``
@@ -20,7 +24,8 @@ Measured in one thread, in this run:
   event-log parser runs ``tpm2_eventlog`` (tpm2-tools) and needs ``libefivar.so.1`` (Debian
   ``libefivar1``); without them only its quote check is compared.
 
-Targets: hostseal's full verification >= 50% of the signature limit and >= 20x Keylime.
+Targets: hostseal's verification >= 50% of the signature limit and >= 20x Keylime. Both
+appraisal cases are printed against both; Keylime has one case (it parses the log each time).
 Run: ``.venv/bin/python bench/verify_bench.py [--budget SECONDS] [--no-keylime]``.
 """
 
@@ -48,6 +53,7 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature  # noqa: E402
 
+from hostseal.attest.appraise import appraise, policy_digest  # noqa: E402
 from hostseal.attest.policy import capture_policy  # noqa: E402
 from hostseal.attest.quote import pcr_digest, verify_quote  # noqa: E402
 from hostseal.attest.tpm2b import (  # noqa: E402
@@ -241,11 +247,13 @@ def main() -> int:
     ]
     header = (
         f"{'AK':<12} {'signature':>10} {'quote':>8} {'+log':>8} {'+policy':>8}"
-        f" {'of limit':>9} {'Keylime quote':>14} {'Keylime +mb':>12} {'vs Keylime':>11}"
+        f" {'first sight':>12} {'same boot':>10} {'Keylime quote':>14} {'Keylime +mb':>12}"
     )
     print(header)
     print("-" * len(header))
     results = []
+    digest_of_policy = policy_digest(policy)
+    log_sha256 = hashlib.sha256(raw).hexdigest()
     for case in cases:
         attest = encode_quote_attest(
             extra_data=nonce,
@@ -261,8 +269,27 @@ def main() -> int:
             result = verify_quote(ak, attest, case.signature, nonce=nonce, pcrs=pcrs, eventlog=raw)
             return evaluate(policy, result.pcrs, result.eventlog)
 
+        def first_sight(ak: Any = ak, case: Case = case, attest: bytes = attest) -> Any:
+            return appraise(
+                ak, attest, case.signature, nonce=nonce, pcrs=pcrs, policy=policy,
+                policy_sha256=digest_of_policy, eventlog=raw,
+            )  # fmt: skip
+
+        judged = first_sight().judged
+
+        def same_boot(
+            ak: Any = ak, case: Case = case, attest: bytes = attest, judged: Any = judged
+        ) -> Any:
+            return appraise(
+                ak, attest, case.signature, nonce=nonce, pcrs=pcrs, policy=policy,
+                policy_sha256=digest_of_policy, eventlog=None, eventlog_sha256=log_sha256,
+                judged=judged,
+            )  # fmt: skip
+
         verdict: Any = full()
         assert str(verdict.status) == "Passed", verdict.messages
+        assert first_sight().status == "Passed" and not first_sight().reused
+        assert same_boot().status == "Passed" and same_boot().reused
         limit = rate(case.physical, args.budget)
         quote = rate(
             lambda ak=ak, case=case, attest=attest: verify_quote(
@@ -277,33 +304,36 @@ def main() -> int:
             args.budget,
         )
         with_policy = rate(full, args.budget)
+        first = rate(first_sight, args.budget)
+        steady = rate(same_boot, args.budget)
         keylime: Any = {}
         if not args.no_keylime and log_path is not None:
             keylime = run_keylime(case, attest, nonce, log_path, args.budget)
         elif not args.no_keylime:
             keylime = {"error": ["no corpus log: Keylime needs a real log for its policy"]}
         kq, kmb = keylime.get("quote"), keylime.get("quote+mb")
-        versus = f"{with_policy / kmb:>10.0f}x" if kmb else f"{'n/a':>11}"
         print(
             f"{case.name:<12} {limit:>8,.0f}/s {quote:>6,.0f}/s {with_log:>6,.0f}/s "
-            f"{with_policy:>6,.0f}/s {with_policy / limit:>9.0%} "
+            f"{with_policy:>6,.0f}/s {first:>10,.0f}/s {steady:>8,.0f}/s "
             f"{(f'{kq:,.0f}/s' if kq else 'n/a'):>14} {(f'{kmb:,.1f}/s' if kmb else 'n/a'):>12}"
-            f" {versus}"
         )
         if "error" in keylime or keylime.get("why"):
             print(f"  Keylime: {keylime.get('error') or keylime.get('why')}")
-        results.append((case.name, limit, with_policy, kmb))
+        results.append((case.name, limit, first, steady, kmb))
     print(
-        "\ntargets: hostseal (quote + log + policy) >= 50% of the signature limit, >= 20x "
-        "Keylime (quote + measured boot)"
+        "\ntargets: hostseal >= 50% of the signature limit, >= 20x Keylime (quote + measured "
+        "boot, which parses the log at every attestation)"
     )
-    for name, limit, full_rate, kmb in results:
-        share = full_rate / limit
-        line = f"  {name}: {share:.0%} of the limit ({'met' if share >= 0.5 else 'NOT met'})"
-        if kmb:
-            times = full_rate / kmb
-            line += f", {times:.0f}x Keylime ({'met' if times >= 20 else 'NOT met'})"
-        print(line)
+    for name, limit, first, steady, kmb in results:
+        cases_ = (("same boot (steady state)", steady), ("first sight of a boot", first))
+        for label, value in cases_:
+            share = value / limit
+            line = f"  {name}, {label}: {share:.0%} of the limit"
+            line += f" ({'met' if share >= 0.5 else 'NOT met'})"
+            if kmb:
+                times = value / kmb
+                line += f", {times:,.0f}x Keylime ({'met' if times >= 20 else 'NOT met'})"
+            print(line)
     return 0
 
 

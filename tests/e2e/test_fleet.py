@@ -130,6 +130,7 @@ def test_refusals_each_with_its_own_message(fleet: Fleet) -> None:
         log = host1.eventlog.read_bytes() if eventlog is None else eventlog
         return {
             "nonce": nonce_hex,
+            "challenge": challenge["challenge"],
             "quote": base64.b64encode(q.attest).decode(),
             "signature": base64.b64encode(q.signature).decode(),
             "pcrs": {"sha256": {str(p): v.hex() for p, v in q.pcrs.items()}},
@@ -208,6 +209,7 @@ def test_expired_nonce(fast_nonce_fleet: Fleet) -> None:
             "/v1/attest/evidence",
             json={
                 "nonce": challenge["nonce"],
+                "challenge": challenge["challenge"],
                 "quote": base64.b64encode(q.attest).decode(),
                 "signature": base64.b64encode(q.signature).decode(),
                 "pcrs": {q.bank: {str(p): v.hex() for p, v in q.pcrs.items()}},

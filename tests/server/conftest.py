@@ -11,6 +11,7 @@ skips with its reason when PostgreSQL is not installed). ``HOSTSEAL_TEST_DB=sqli
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -124,29 +125,33 @@ class Server:
         agent: str,
         tpm: SoftTpm,
         *,
-        nonce: str | None = None,
+        challenge: dict[str, Any] | None = None,
         secure_config: dict[str, Any] | None = None,
         eventlog: bytes | None = None,
+        send_digest: bool = False,
         **quote_kw: Any,
     ) -> httpx.Response:
-        if nonce is None:
+        """Quote ``challenge`` (a fresh one by default) and send the evidence; with
+        ``send_digest`` the event log's SHA-256 goes instead of the log, as an agent does when
+        the challenge names the log the server holds."""
+        if challenge is None:
             challenge = self.challenge(agent)
-            nonce, pcrs = challenge["nonce"], challenge["pcrs"]
-        else:
-            pcrs = list(range(8))
+        nonce = challenge["nonce"]
+        pcrs = challenge.get("pcrs", list(range(8)))
         attest, signature, values = tpm.quote(bytes.fromhex(nonce), pcrs, **quote_kw)
-        return self.api.post(
-            "/v1/attest/evidence",
-            token=agent,
-            json={
-                "nonce": nonce,
-                "quote": b64(attest),
-                "signature": b64(signature),
-                "pcrs": {b: {str(i): v.hex() for i, v in vs.items()} for b, vs in values.items()},
-                "eventlog": b64(eventlog if eventlog is not None else tpm.eventlog),
-                "secure_config": secure_config,
-            },
-        )
+        log = eventlog if eventlog is not None else tpm.eventlog
+        body: dict[str, Any] = {
+            "nonce": nonce,
+            "challenge": challenge.get("challenge", ""),
+            "quote": b64(attest),
+            "signature": b64(signature),
+            "pcrs": {b: {str(i): v.hex() for i, v in vs.items()} for b, vs in values.items()},
+            "eventlog": b64(log),
+            "secure_config": secure_config,
+        }
+        if send_digest:
+            body.update(eventlog=None, eventlog_sha256=hashlib.sha256(log).hexdigest())
+        return self.api.post("/v1/attest/evidence", token=agent, json=body)
 
     def attest(self, agent: str, tpm: SoftTpm, **kw: Any) -> dict[str, Any]:
         response = self.evidence(agent, tpm, **kw)

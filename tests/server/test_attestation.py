@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 
 from hostseal.lab import BootConfig
@@ -83,8 +84,8 @@ def test_policy_capture_then_pass_then_secure_boot_off_fails_and_raises_the_alar
 
 def test_replayed_quote_is_refused_and_recorded(server: Server, tpm: SoftTpm, agent: str) -> None:
     challenge = server.challenge(agent)
-    assert server.evidence(agent, tpm, nonce=challenge["nonce"]).status_code == 200
-    replay = server.evidence(agent, tpm, nonce=challenge["nonce"])
+    assert server.evidence(agent, tpm, challenge=challenge).status_code == 200
+    replay = server.evidence(agent, tpm, challenge=challenge)
     assert replay.status_code == 409
     body = replay.json()
     assert body["error"] == "NonceReplayed"
@@ -99,7 +100,7 @@ def test_replayed_quote_is_refused_and_recorded(server: Server, tpm: SoftTpm, ag
 def test_expired_nonce_is_refused(server: Server, tpm: SoftTpm, agent: str) -> None:
     challenge = server.challenge(agent)
     server.clock.advance(timedelta(seconds=121))
-    late = server.evidence(agent, tpm, nonce=challenge["nonce"])
+    late = server.evidence(agent, tpm, challenge=challenge)
     assert late.status_code == 409
     assert late.json()["error"] == "NonceExpired"
     assert "expired at" in late.json()["message"]
@@ -109,13 +110,23 @@ def test_nonce_issued_to_another_host_is_unknown(server: Server, tpm: SoftTpm, a
     other_tpm = SoftTpm()
     other = server.enrol("host2", other_tpm)
     server.api.post("/v1/hosts/host2/approve", token=server.operator, json={"reason": "lab"})
-    nonce = server.challenge(other["agent_token"])["nonce"]
-    response = server.evidence(agent, tpm, nonce=nonce)
+    others = server.challenge(other["agent_token"])
+    response = server.evidence(agent, tpm, challenge=others)
     assert response.status_code == 409
     assert response.json()["error"] == "NonceUnknown"
     assert "was not issued to host 'host1'" in response.json()["message"]
-    never = server.evidence(agent, tpm, nonce="ab" * 32)
+    never = server.evidence(agent, tpm, challenge={"nonce": "ab" * 32, "challenge": "bm9uZQ=="})
     assert never.json()["error"] == "NonceUnknown"
+    # a genuine ticket with another nonce in the quote: the ticket does not cover it
+    mine = server.challenge(agent)
+    swapped = server.evidence(agent, tpm, challenge={**mine, "nonce": "cd" * 32})
+    assert swapped.json()["error"] == "NonceUnknown"
+    # a ticket changed by one bit: its MAC fails
+    ticket = bytearray(base64.urlsafe_b64decode(mine["challenge"]))
+    ticket[10] ^= 1
+    forged = {**mine, "challenge": base64.urlsafe_b64encode(bytes(ticket)).decode()}
+    assert server.evidence(agent, tpm, challenge=forged).json()["error"] == "NonceUnknown"
+    assert server.evidence(agent, tpm, challenge=mine).status_code == 200
 
 
 def test_quote_signed_by_another_hosts_ak_is_refused(
@@ -205,27 +216,74 @@ def test_housekeeping_uses_the_settings_and_skips_hosts_waiting_for_an_operator(
     assert server.audit(action="host.not-reporting")[0]["host"] == "host1"
 
 
-def test_housekeeping_prunes_old_challenges_and_enrolments(
-    server: Server, clock: FixedClock, agent: str
-) -> None:
+def test_housekeeping_prunes_old_enrolments(server: Server, clock: FixedClock, agent: str) -> None:
     from sqlalchemy import func, select
 
-    from hostseal.server.models import Challenge, Enrolment
+    from hostseal.server.models import Enrolment
 
-    server.challenge(agent)
     server.enrol_start("later", SoftTpm())
 
-    def count() -> tuple[int, int]:
+    def count() -> int:
         with server.ctx.sessions() as session:
-            return (
-                session.scalar(select(func.count()).select_from(Challenge)) or 0,
-                session.scalar(select(func.count()).select_from(Enrolment)) or 0,
-            )
+            return session.scalar(select(func.count()).select_from(Enrolment)) or 0
 
-    assert count() == (1, 2)
+    assert count() == 2
     clock.advance(timedelta(hours=23))
     run_housekeeping(server.ctx)
-    assert count() == (1, 2)
+    assert count() == 2
     clock.advance(timedelta(hours=2))
     run_housekeeping(server.ctx)
-    assert count() == (0, 0)
+    assert count() == 0
+
+
+def test_the_log_is_sent_once_per_boot_then_named_by_its_digest(
+    server: Server, tpm: SoftTpm, agent: str
+) -> None:
+    import hashlib
+
+    assert server.challenge(agent)["eventlog_sha256"] is None  # the server holds no log yet
+    server.attest(agent, tpm)
+    digest = hashlib.sha256(tpm.eventlog).hexdigest()
+    assert server.challenge(agent)["eventlog_sha256"] == digest
+    _capture(server)
+    # a new policy: appraised in full with the log the server holds
+    named = server.evidence(agent, tpm, send_digest=True)
+    assert named.status_code == 200, named.text
+    assert named.json()["status"] == "Passed"
+    again = server.evidence(agent, tpm, send_digest=True)  # the same boot: judgement reused
+    assert again.json() == named.json()
+
+    tpm.reboot(BootConfig(secure_boot=False))  # a new boot, a new log the server lacks
+    before = len(server.host("host1")["verdicts"])
+    unknown = server.evidence(agent, tpm, send_digest=True)
+    assert unknown.status_code == 422
+    assert unknown.json()["error"] == "EventLogUnknown"
+    assert "Send the event log itself" in unknown.json()["remedy"]
+    assert len(server.host("host1")["verdicts"]) == before  # nothing stored
+    failed = server.evidence(agent, tpm)
+    assert failed.json()["status"] == "Failed"
+    assert any("Secure Boot" in m for m in failed.json()["messages"])
+    assert server.challenge(agent)["eventlog_sha256"] == hashlib.sha256(tpm.eventlog).hexdigest()
+    # the same failed boot again, by digest: the same verdict, the alarm kept
+    repeated = server.evidence(agent, tpm, send_digest=True)
+    assert repeated.json() == failed.json()
+    assert len(server.alarms(state="active")) == 1
+
+    tpm.reboot(BootConfig())
+    assert server.attest(agent, tpm)["status"] == "Passed"
+    assert server.alarms(state="active") == []
+
+
+def test_a_policy_change_is_applied_to_a_boot_already_judged(
+    server: Server, tpm: SoftTpm, agent: str
+) -> None:
+    server.attest(agent, tpm)
+    _capture(server)
+    assert server.evidence(agent, tpm, send_digest=True).json()["status"] == "Passed"
+    policy = server.api.get("/v1/policies/golden", token=server.viewer).json()
+    document = policy["policy"]
+    changed = {**document, "kernel_cmdlines": ["nothing matches this"]}
+    put = server.api.put("/v1/policies/golden", token=server.operator, json=changed)
+    assert put.status_code == 200, put.text
+    verdict = server.evidence(agent, tpm, send_digest=True).json()
+    assert verdict["status"] != "Passed", verdict

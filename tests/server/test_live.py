@@ -88,6 +88,7 @@ def _enrol_and_attest(live: Live, tpm: SoftTpm, key: RecoveryKey) -> str:
             "/v1/attest/evidence",
             json={
                 "nonce": challenge["nonce"],
+                "challenge": challenge["challenge"],
                 "quote": _b64(attest),
                 "signature": _b64(signature),
                 "pcrs": {b: {str(i): v.hex() for i, v in vs.items()} for b, vs in values.items()},

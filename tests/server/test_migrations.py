@@ -15,7 +15,6 @@ from hostseal.server.models import Base
 TABLES = {
     "hosts",
     "enrolments",
-    "challenges",
     "verdicts",
     "alarms",
     "alarm_events",

@@ -158,6 +158,7 @@ def attest(server: Server, tools: Tools, host: LabHost, agent: str) -> dict[str,
         token=agent,
         json={
             "nonce": challenge["nonce"],
+            "challenge": challenge["challenge"],
             "quote": b64(tools.read("quote.msg")),
             "signature": b64(tools.read("quote.sig")),
             "pcrs": {challenge["bank"]: pcrs},

@@ -14,6 +14,7 @@ keys are escrowed whenever the set of recovery slots changed since the last escr
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import random
 import time
@@ -162,18 +163,27 @@ class Agent:
             except OSError:
                 eventlog = b""
             secure_config, to_escrow = self._secure_config()
-            verdict = client.call(
-                "POST",
-                "/v1/attest/evidence",
-                body={
-                    "nonce": challenge["nonce"],
-                    "quote": _b64(evidence.attest),
-                    "signature": _b64(evidence.signature),
-                    "pcrs": {evidence.bank: {str(p): v.hex() for p, v in evidence.pcrs.items()}},
-                    "eventlog": _b64(eventlog) if eventlog else None,
-                    "secure_config": secure_config,
-                },
-            )
+            body = {
+                "nonce": challenge["nonce"],
+                "challenge": challenge.get("challenge", ""),
+                "quote": _b64(evidence.attest),
+                "signature": _b64(evidence.signature),
+                "pcrs": {evidence.bank: {str(p): v.hex() for p, v in evidence.pcrs.items()}},
+                "eventlog": _b64(eventlog) if eventlog else None,
+                "secure_config": secure_config,
+            }
+            digest = hashlib.sha256(eventlog).hexdigest() if eventlog else None
+            if digest is not None and challenge.get("eventlog_sha256") == digest:
+                # the server holds this boot's log already: send its digest, not 50 KB again
+                body.update(eventlog=None, eventlog_sha256=digest)
+            try:
+                verdict = client.call("POST", "/v1/attest/evidence", body=body)
+            except ApiError as err:
+                if err.kind != "EventLogUnknown" or body["eventlog"] is not None:
+                    raise
+                # the server's copy changed meanwhile: the same quote with the log itself
+                body.update(eventlog=_b64(eventlog), eventlog_sha256=None)
+                verdict = client.call("POST", "/v1/attest/evidence", body=body)
             escrowed = 0
             if to_escrow:
                 keys = [{"recovery_id": i, "key": k} for i, k in to_escrow]

@@ -1,11 +1,20 @@
 """Attestation: challenge -> evidence -> verdict -> alarms, and hosts that stop reporting.
 
-A challenge is a fresh 32-byte nonce for one host, single use, expiring after ``nonce_lifetime``.
-Evidence names its nonce; the nonce is consumed before anything else is checked, so a quote is
-never accepted twice. Refusals of the nonce (unknown, replayed, expired) answer 409 and are
-recorded in the audit log without changing the host's status (an agent simply asks for a new
-challenge). Evidence that does not verify (signature, another host's AK, PCR digest, tampered
-event log) is a Failed verdict, kept in the history, and answers 422 with the reason.
+A challenge is a fresh 32-byte nonce for one host with a signed ticket (no database row:
+:mod:`hostseal.server.challenges`), expiring after ``nonce_lifetime``. Evidence quotes the nonce
+and returns the ticket; the verdict records the nonce under a unique constraint, so a quote is
+accepted once whichever instance sees it. Refusals of the nonce (unknown, replayed, expired)
+answer 409 and are recorded in the audit log without changing the host's status (an agent simply
+asks for a new challenge). Evidence that does not verify (signature, another host's AK, PCR
+digest, tampered event log) is a Failed verdict, kept in the history, and answers 422 with the
+reason.
+
+The hot path is lean on purpose (docs/scale.md): one query resolves the agent's token to its host
+with everything attestation needs; the challenge touches nothing else; the evidence is appraised
+(:meth:`Verifier.appraise`: the host's last full appraisal is reused for evidence of the same
+boot, event log and policy, so the log is parsed once per boot) and stored in one transaction of
+two statements, plus alarm changes only when the host's status changes. An agent whose event log
+the server already holds (the challenge names its SHA-256) sends the digest instead of the log.
 
 A host without a reference policy is never Passed: its verdict is Warning ("no reference
 policy assigned") once its quote verifies.
@@ -13,19 +22,21 @@ policy assigned") once its quote verifies.
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hostseal.errors import HostsealError
-from hostseal.server import alarms, audit, escrow
+from hostseal.server import alarms, audit, challenges, escrow
 from hostseal.server.context import ServerContext
 from hostseal.server.enrol import ENROLLED, PENDING, TPM_CHANGED
 from hostseal.server.errors import (
+    EventLogUnknown,
     HostNotTrusted,
     NonceExpired,
     NonceReplayed,
@@ -33,15 +44,9 @@ from hostseal.server.errors import (
     NotFound,
     Unprocessable,
 )
-from hostseal.server.models import Challenge, Enrolment, Host, Policy, Verdict
-from hostseal.server.tokens import Principal
-from hostseal.server.verify import (
-    DEFAULT_BANK,
-    DEFAULT_PCRS,
-    CheckedEvidence,
-    Outcome,
-    PolicyFacts,
-)
+from hostseal.server.models import Enrolment, Host, Policy, Token, Verdict
+from hostseal.server.tokens import AGENT, Principal, authenticate, require_agent, token_hash
+from hostseal.server.verify import DEFAULT_BANK, DEFAULT_PCRS, Appraised, Outcome, PolicyFacts
 
 NOT_REPORTING = "not-reporting"
 ATTESTED = ("passed", "failed", "warning", ENROLLED)
@@ -64,9 +69,73 @@ class Evidence:
     pcrs: dict[str, dict[int, bytes]]
     eventlog: bytes | None
     secure_config: dict[str, Any] | None
+    challenge: str = ""
+    eventlog_sha256: str | None = None
 
 
-def _may_attest(host: Host) -> None:
+@dataclass(frozen=True)
+class AgentHost:
+    """An agent token resolved to its host, with what attestation needs to know of the host."""
+
+    principal: Principal
+    host_id: int
+    name: str
+    status: str
+    new_ek_fingerprint: str | None
+    ak_public: bytes
+    policy_name: str | None
+    policy_digest: str | None
+    last_status: str | None
+    last_messages: list[Any]
+    appraisal_key: str | None
+    last_eventlog_sha256: str | None
+    secure_config: dict[str, Any] | None
+
+
+_AGENT_QUERY = (
+    select(
+        Token.name,
+        Host.id,
+        Host.name,
+        Host.status,
+        Host.new_ek_fingerprint,
+        Host.ak_public,
+        Host.policy_name,
+        Policy.digest,
+        Host.last_status,
+        Host.last_messages,
+        Host.appraisal_key,
+        Host.last_eventlog_sha256,
+        Host.secure_config,
+    )
+    .join(Host, Host.id == Token.host_id)
+    .outerjoin(Policy, Policy.name == Host.policy_name)
+)
+
+
+def agent_host(ctx: ServerContext, header: str | None) -> AgentHost:
+    """The host of the agent token in an ``Authorization: Bearer`` header, in one query; the
+    precise 401/403 of :func:`~hostseal.server.tokens.authenticate` otherwise."""
+    scheme, _, value = (header or "").partition(" ")
+    row = None
+    if scheme.lower() == "bearer" and value.strip():
+        with ctx.engine.connect() as connection:
+            row = connection.execute(
+                _AGENT_QUERY.where(
+                    Token.token_sha256 == token_hash(value.strip()),
+                    Token.revoked_at.is_(None),
+                    Token.role == AGENT,
+                )
+            ).one_or_none()
+    if row is None:  # not an agent token: say exactly why
+        with ctx.sessions() as session:
+            require_agent(authenticate(session, header))
+        raise NotFound("This agent's host was removed.", "Enrol the host again.")
+    (token_name, host_id, name, *rest) = row
+    return AgentHost(Principal(token_name, AGENT, host_id, name), host_id, name, *rest)
+
+
+def _may_attest(host: AgentHost) -> None:
     if host.status == PENDING:
         raise HostNotTrusted(
             f"Host {host.name!r} waits for approval: its EK has no trusted certificate chain.",
@@ -90,98 +159,136 @@ def policy_of(session: Session, ctx: ServerContext, host: Host) -> PolicyFacts |
     return ctx.verifier.check_policy(row.name, row.document)
 
 
-def challenge(ctx: ServerContext, host_id: int) -> dict[str, Any]:
-    now = ctx.clock.now()
-    nonce = secrets.token_bytes(32).hex()
-    with ctx.sessions.begin() as session:
-        host = session.get(Host, host_id)
-        if host is None:
-            raise NotFound("This agent's host was removed.", "Enrol the host again.")
-        _may_attest(host)
-        policy = policy_of(session, ctx, host)
-        expires = now + ctx.settings.nonce_lifetime
-        session.add(Challenge(nonce=nonce, host_id=host.id, created_at=now, expires_at=expires))
+def _policy(ctx: ServerContext, host: AgentHost) -> PolicyFacts | None:
+    """The host's policy, parsed once per version (its digest) and kept."""
+    if host.policy_name is None or host.policy_digest is None:
+        return None
+    facts = ctx.policy_cache.get(host.policy_digest)
+    if facts is None:
+        with ctx.engine.connect() as connection:
+            document = connection.scalar(
+                select(Policy.document).where(Policy.name == host.policy_name)
+            )
+        if document is None:
+            return None
+        facts = ctx.verifier.check_policy(host.policy_name, document)
+        if len(ctx.policy_cache) >= 256:
+            ctx.policy_cache.clear()
+        ctx.policy_cache[facts.digest] = facts
+    return facts
+
+
+def challenge(ctx: ServerContext, host: AgentHost) -> dict[str, Any]:
+    _may_attest(host)
+    policy = _policy(ctx, host)
+    issued = challenges.issue(
+        ctx.challenge_key, host.host_id, ctx.clock.now(), ctx.settings.nonce_lifetime
+    )
     return {
-        "nonce": nonce,
-        "expires_at": expires.isoformat(),
+        "nonce": issued.nonce.hex(),
+        "challenge": issued.ticket,
+        "expires_at": issued.expires_at.isoformat(),
         "bank": policy.bank if policy else DEFAULT_BANK,
         "pcrs": list(policy.pcrs if policy else DEFAULT_PCRS),
+        "eventlog_sha256": host.last_eventlog_sha256,
     }
 
 
-def _consume(session: Session, host: Host, nonce: str, now: datetime) -> HostsealError | None:
-    """Mark the nonce used (atomically); the refusal when it cannot be used."""
-    row = session.scalar(select(Challenge).where(Challenge.nonce == nonce.lower()))
-    if row is None or row.host_id != host.id:
-        return NonceUnknown(
-            f"The nonce {nonce[:16]}... was not issued to host {host.name!r}.",
-            "Ask for a challenge (POST /v1/attest/challenge) and quote its nonce.",
-        )
-    consumed = session.execute(
-        update(Challenge)
-        .where(Challenge.id == row.id, Challenge.used_at.is_(None))
-        .values(used_at=now)
-    ).rowcount  # type: ignore[attr-defined]
-    if consumed != 1:
-        return NonceReplayed(
-            f"The nonce {nonce[:16]}... was already used: this is a replayed quote, refused.",
-            "Each quote needs a fresh challenge: POST /v1/attest/challenge.",
-        )
-    if now >= row.expires_at:
-        return NonceExpired(
-            f"The nonce {nonce[:16]}... expired at {row.expires_at.isoformat()} (nonces are "
-            "valid for a limited time).",
-            "Ask for a new challenge and send the quote at once.",
-        )
-    return None
-
-
-def submit_evidence(
-    ctx: ServerContext, agent: Principal, host_id: int, evidence: Evidence
-) -> Outcome:
-    now = ctx.clock.now()
-    with ctx.sessions.begin() as session:
-        host = session.get(Host, host_id)
-        if host is None:
-            raise NotFound("This agent's host was removed.", "Enrol the host again.")
-        _may_attest(host)
-        refusal = _consume(session, host, evidence.nonce, now)
-        if refusal is not None:
-            audit.record(
-                session,
-                agent,
-                "attest.refused",
-                now=now,
-                host=host.name,
-                reason=refusal.message,
-                details={"error": type(refusal).__name__},
-            )
-        policy = policy_of(session, ctx, host)
-        ak_public, name = host.ak_public, host.name
-    if refusal is not None:
-        raise refusal
-
-    error: HostsealError | None = None
-    checked: CheckedEvidence | None = None
+def _check_nonce(ctx: ServerContext, host: AgentHost, evidence: Evidence, now: datetime) -> None:
+    """The ticket is this host's, for this nonce, not expired, and no verdict used the nonce;
+    a refusal is audited."""
     try:
-        checked = ctx.verifier.verify_quote(
-            ak_public,
+        challenges.check(
+            ctx.challenge_key,
+            evidence.challenge,
+            host_id=host.host_id,
+            host=host.name,
+            nonce=bytes.fromhex(evidence.nonce),
+            now=now,
+        )
+        with ctx.engine.connect() as connection:
+            used = connection.scalar(select(Verdict.id).where(Verdict.nonce == evidence.nonce))
+        if used is not None:
+            raise _replayed(evidence.nonce)
+    except (NonceUnknown, NonceExpired, NonceReplayed) as refusal:
+        _audit_refusal(ctx, host, refusal, now)
+        raise
+
+
+def _replayed(nonce: str) -> NonceReplayed:
+    return NonceReplayed(
+        f"The nonce {nonce[:16]}... was already used: this is a replayed quote, refused.",
+        "Each quote needs a fresh challenge: POST /v1/attest/challenge.",
+    )
+
+
+def _audit_refusal(
+    ctx: ServerContext, host: AgentHost, refusal: HostsealError, now: datetime
+) -> None:
+    with ctx.sessions.begin() as session:
+        audit.record(
+            session,
+            host.principal,
+            "attest.refused",
+            now=now,
+            host=host.name,
+            reason=refusal.message,
+            details={"error": type(refusal).__name__},
+        )
+
+
+def _stored_eventlog(ctx: ServerContext, host_id: int) -> Callable[[], bytes | None]:
+    def load() -> bytes | None:
+        with ctx.engine.connect() as connection:
+            return connection.scalar(select(Host.last_eventlog).where(Host.id == host_id))
+
+    return load
+
+
+def submit_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> Outcome:
+    now = ctx.clock.now()
+    _may_attest(host)
+    _check_nonce(ctx, host, evidence, now)
+    eventlog: bytes | Callable[[], bytes | None] | None = evidence.eventlog
+    if evidence.eventlog is None and evidence.eventlog_sha256 is not None:
+        if evidence.eventlog_sha256 != host.last_eventlog_sha256:
+            raise EventLogUnknown(
+                f"The evidence names the event log with SHA-256 {evidence.eventlog_sha256[:16]}"
+                f"..., and the server holds another log for host {host.name!r} (or none).",
+                "Send the event log itself with the evidence (the challenge's eventlog_sha256 "
+                "names the log the server holds).",
+            )
+        eventlog = _stored_eventlog(ctx, host.host_id)
+    policy = _policy(ctx, host)
+    judged = None
+    if host.appraisal_key and host.last_status:
+        judged = (host.appraisal_key, host.last_status, list(host.last_messages))
+    error: HostsealError | None = None
+    appraised: Appraised | None = None
+    try:
+        appraised = ctx.verifier.appraise(
+            host.ak_public,
             evidence.quote,
             evidence.signature,
             nonce=bytes.fromhex(evidence.nonce),
             pcrs=evidence.pcrs,
-            eventlog=evidence.eventlog,
+            policy=policy,
+            eventlog=eventlog,
+            eventlog_sha256=evidence.eventlog_sha256,
+            judged=judged,
         )
+    except EventLogUnknown:
+        raise
     except HostsealError as exc:
-        error = _other_signer(ctx, host_id, name, evidence, exc)
-    if checked is None:
+        error = _other_signer(ctx, host.host_id, host.name, evidence, exc)
+    if appraised is None:
         assert error is not None
         outcome = Outcome("Failed", [error.message])
     elif policy is None:
         outcome = Outcome("Warning", [NO_POLICY])
     else:
-        outcome = ctx.verifier.evaluate(policy, checked)
-    _store(ctx, host_id, evidence, checked, outcome, policy, error, now)
+        outcome = appraised.outcome
+    _store(ctx, host, evidence, appraised, outcome, policy, error, now)
     if error is not None:
         raise error
     return outcome
@@ -211,48 +318,85 @@ def _other_signer(
 
 def _store(
     ctx: ServerContext,
-    host_id: int,
+    host: AgentHost,
     evidence: Evidence,
-    checked: CheckedEvidence | None,
+    appraised: Appraised | None,
     outcome: Outcome,
     policy: PolicyFacts | None,
     error: HostsealError | None,
     now: datetime,
 ) -> None:
-    with ctx.sessions.begin() as session:
-        host = session.get(Host, host_id)
-        if host is None:
-            raise NotFound("This agent's host was removed.", "Enrol the host again.")
-        session.add(
-            Verdict(
-                host_id=host.id,
-                at=now,
-                status=outcome.status,
-                messages=outcome.messages,
-                policy_name=policy.name if policy else None,
-                error=type(error).__name__ if error else None,
+    """The verdict and the host's new state in one transaction; alarms only on a change."""
+    changes: dict[str, Any] = {
+        "status": outcome.status.lower(),
+        "last_status": outcome.status,
+        "last_messages": outcome.messages,
+        "last_attested_at": now,
+        "appraisal_key": appraised.key if appraised is not None else None,
+    }
+    if appraised is not None and not appraised.reused:
+        changes["last_pcrs"] = {
+            bank: {str(i): v.hex() for i, v in values.items()}
+            for bank, values in appraised.pcrs.items()
+        }
+        if evidence.eventlog is not None and appraised.eventlog_sha256 != host.last_eventlog_sha256:
+            changes["last_eventlog"] = evidence.eventlog
+            changes["last_eventlog_sha256"] = appraised.eventlog_sha256
+    config_changed = (
+        evidence.secure_config is not None and evidence.secure_config != host.secure_config
+    )
+    if config_changed:
+        changes["secure_config"] = evidence.secure_config
+    try:
+        with ctx.sessions.begin() as session:
+            session.execute(
+                insert(Verdict).values(
+                    host_id=host.host_id,
+                    nonce=evidence.nonce,
+                    at=now,
+                    status=outcome.status,
+                    messages=outcome.messages,
+                    policy_name=policy.name if policy else None,
+                    error=type(error).__name__ if error else None,
+                )
             )
+            updated = session.execute(
+                update(Host).where(Host.id == host.host_id).values(**changes)
+            ).rowcount  # type: ignore[attr-defined]
+            if updated != 1:
+                raise NotFound("This agent's host was removed.", "Enrol the host again.")
+            failed = outcome.status == "Failed"
+            cleared = outcome.status == "Passed" and host.last_status != "Passed"
+            if failed or cleared or config_changed:
+                _alarms(session, host.host_id, outcome, failed, cleared, config_changed, now)
+    except IntegrityError:
+        with ctx.engine.connect() as connection:
+            used = connection.scalar(select(Verdict.id).where(Verdict.nonce == evidence.nonce))
+        if used is not None:  # the same quote stored meanwhile through another request
+            raise _replayed(evidence.nonce) from None
+        raise NotFound("This agent's host was removed.", "Enrol the host again.") from None
+
+
+def _alarms(
+    session: Session,
+    host_id: int,
+    outcome: Outcome,
+    failed: bool,
+    cleared: bool,
+    config_changed: bool,
+    now: datetime,
+) -> None:
+    row = session.get(Host, host_id)
+    assert row is not None
+    if failed:
+        message = f"Attestation of host {row.name!r} failed: " + "; ".join(outcome.messages)
+        alarms.ensure_raised(session, row, alarms.ATTESTATION, message, now)
+    elif cleared:
+        alarms.ensure_cleared(
+            session, row, alarms.ATTESTATION, "the host's attestation passed", now
         )
-        host.status = outcome.status.lower()
-        host.last_status = outcome.status
-        host.last_messages = outcome.messages
-        host.last_attested_at = now
-        if checked is not None:
-            host.last_eventlog = evidence.eventlog
-            host.last_pcrs = {
-                bank: {str(i): v.hex() for i, v in values.items()}
-                for bank, values in checked.pcrs.items()
-            }
-        if evidence.secure_config is not None:
-            host.secure_config = evidence.secure_config
-        if outcome.status == "Failed":
-            message = f"Attestation of host {host.name!r} failed: " + "; ".join(outcome.messages)
-            alarms.ensure_raised(session, host, alarms.ATTESTATION, message, now)
-        elif outcome.status == "Passed":
-            alarms.ensure_cleared(
-                session, host, alarms.ATTESTATION, "the host's attestation passed", now
-            )
-        escrow.reevaluate_alarm(session, host, now)
+    if config_changed:
+        escrow.reevaluate_alarm(session, row, now)
 
 
 def mark_stale(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
@@ -276,12 +420,10 @@ def mark_stale(session: Session, now: datetime, stale_after: timedelta) -> list[
 
 
 def prune(session: Session, now: datetime, keep: timedelta = timedelta(days=1)) -> int:
-    """Delete challenges and enrolments that expired more than ``keep`` ago (used or not)."""
+    """Delete enrolments that expired more than ``keep`` ago (used or not). (Challenges are
+    tickets, not rows: nothing to prune.)"""
     limit = now - keep
-    old: list[Challenge | Enrolment] = [
-        *session.scalars(select(Challenge).where(Challenge.expires_at < limit)),
-        *session.scalars(select(Enrolment).where(Enrolment.expires_at < limit)),
-    ]
+    old = list(session.scalars(select(Enrolment).where(Enrolment.expires_at < limit)))
     for row in old:
         session.delete(row)
     return len(old)

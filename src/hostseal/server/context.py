@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,7 +11,7 @@ from hostseal.server import db
 from hostseal.server.clock import Clock, SystemClock
 from hostseal.server.serverkey import ServerKey, load_or_create
 from hostseal.server.settings import ServerSettings
-from hostseal.server.verify import AttestVerifier, Verifier
+from hostseal.server.verify import AttestVerifier, PolicyFacts, Verifier
 
 
 @dataclass
@@ -22,6 +22,20 @@ class ServerContext:
     engine: Engine
     sessions: sessionmaker[Session]
     server_key: ServerKey
+    # parsed policies by document digest (a new version has a new digest: never stale)
+    policy_cache: dict[str, PolicyFacts] = field(default_factory=dict)
+
+    @property
+    def challenge_key(self) -> bytes:
+        """The key of challenge tickets (:mod:`hostseal.server.challenges`), from the server
+        key: instances that share the server key check each other's challenges."""
+        key = self.__dict__.get("_challenge_key")
+        if key is None:
+            from hostseal.server.challenges import PURPOSE
+
+            key = self.__dict__["_challenge_key"] = self.server_key.mac_key(PURPOSE)
+        assert isinstance(key, bytes)
+        return key
 
     @classmethod
     def open(

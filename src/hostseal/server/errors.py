@@ -101,3 +101,7 @@ class ServerKeyError(ServerError):
     """The escrow server key is missing, unreadable, too open or not the one the keys need."""
 
     http_status = 500
+
+
+class EventLogUnknown(Unprocessable):
+    """Evidence named the host's event log by its SHA-256, and the server holds no such log."""

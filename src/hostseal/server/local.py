@@ -94,6 +94,7 @@ def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
         ssl_certfile=str(tls.cert),
         ssl_keyfile=str(tls.key),
         log_level=log_level,
+        access_log=log_level in ("debug", "trace"),  # a line per agent request: only to debug
         lifespan="on",
         server_header=False,
     )

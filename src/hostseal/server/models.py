@@ -89,7 +89,11 @@ class Host(Base):
     last_messages: Mapped[list[Any]] = mapped_column(default=list)
     last_attested_at: Mapped[datetime | None]
     last_eventlog: Mapped[bytes | None] = mapped_column(LargeBinary)
+    last_eventlog_sha256: Mapped[str | None] = mapped_column(String(64))
     last_pcrs: Mapped[dict[str, Any] | None]
+    # hostseal.attest.appraise.appraisal_key of the last full appraisal, whose outcome is
+    # last_status / last_messages; None when the last verdict was not a full appraisal.
+    appraisal_key: Mapped[str | None] = mapped_column(String(64))
     secure_config: Mapped[dict[str, Any] | None]
 
     verdicts: Mapped[list[Verdict]] = relationship(
@@ -115,25 +119,14 @@ class Enrolment(Base):
     used_at: Mapped[datetime | None]
 
 
-class Challenge(Base):
-    """A nonce issued to one host: single use, expiring."""
-
-    __tablename__ = "challenges"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    nonce: Mapped[str] = mapped_column(String(64), unique=True)
-    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime]
-    expires_at: Mapped[datetime]
-    used_at: Mapped[datetime | None]
-
-
 class Verdict(Base):
-    """One attestation result, kept as history."""
+    """One attestation result, kept as history. ``nonce`` (the challenge's, hex) is unique: a
+    quote is accepted once (hostseal.server.challenges)."""
 
     __tablename__ = "verdicts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nonce: Mapped[str | None] = mapped_column(String(64), unique=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16))
@@ -189,6 +182,7 @@ class Policy(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     document: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of document, hex
     updated_at: Mapped[datetime]
     updated_by: Mapped[str] = mapped_column(String(255))
 

@@ -64,10 +64,17 @@ def _save(session: Session, ctx: ServerContext, facts: PolicyFacts, who: Princip
     now = ctx.clock.now()
     row = session.scalar(select(Policy).where(Policy.name == facts.name))
     if row is None:
-        row = Policy(name=facts.name, document=facts.document, updated_at=now, updated_by=who.name)
+        row = Policy(
+            name=facts.name,
+            document=facts.document,
+            digest=facts.digest,
+            updated_at=now,
+            updated_by=who.name,
+        )
         session.add(row)
     else:
-        row.document, row.updated_at, row.updated_by = facts.document, now, who.name
+        row.document, row.digest = facts.document, facts.digest
+        row.updated_at, row.updated_by = now, who.name
     session.flush()
     return row
 

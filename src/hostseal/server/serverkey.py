@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import stat
 from dataclasses import dataclass
@@ -49,6 +50,12 @@ class ServerKey:
 
     def __repr__(self) -> str:
         return f"ServerKey(id={self.key_id})"
+
+    def mac_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (HMAC of the purpose under the server key): every
+        instance with the same server key derives the same one; it reveals nothing of the server
+        key, and one purpose's key says nothing of another's."""
+        return hmac.new(self._key, b"hostseal mac key|" + purpose.encode(), "sha256").digest()
 
     def seal(self, secret: bytes, context: bytes) -> Sealed:
         data_key = AESGCM.generate_key(bit_length=256)

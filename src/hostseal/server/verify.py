@@ -7,15 +7,16 @@ depends on the shape of ``hostseal.attest``'s types.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from hostseal.errors import HostsealError
-from hostseal.server.errors import PolicyRefused, Unprocessable
+from hostseal.server.errors import EventLogUnknown, PolicyRefused, Unprocessable
 
 DEFAULT_BANK = "sha256"
 DEFAULT_PCRS = (0, 1, 2, 3, 4, 5, 6, 7)
@@ -45,13 +46,36 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Appraised:
+    """A verified quote and its outcome. ``key`` is the appraisal key (None without a policy),
+    ``reused`` says the outcome of the host's last full appraisal was reused (same boot, log and
+    policy), ``pcrs`` are the verified values, ``eventlog_sha256`` names the log."""
+
+    outcome: Outcome
+    key: str | None
+    reused: bool
+    pcrs: dict[str, dict[int, bytes]]
+    eventlog_sha256: str | None
+
+
+@dataclass(frozen=True)
 class PolicyFacts:
-    """What the service needs to know of a policy: the bank and PCRs a quote must cover."""
+    """What the service needs to know of a policy: the bank and PCRs a quote must cover, and the
+    document with its SHA-256 (``digest``), which names this version of the policy."""
 
     name: str
     bank: str
     pcrs: tuple[int, ...]
     document: str
+
+    @property
+    def digest(self) -> str:
+        return document_digest(self.document)
+
+
+def document_digest(document: str) -> str:
+    """SHA-256 (hex) of a policy document as stored."""
+    return hashlib.sha256(document.encode()).hexdigest()
 
 
 def ek_fingerprint(ek_public: bytes) -> str:
@@ -81,6 +105,20 @@ class Verifier(Protocol):
         eventlog: bytes | None,
     ) -> CheckedEvidence: ...
 
+    def appraise(
+        self,
+        ak_public: bytes,
+        quote: bytes,
+        signature: bytes,
+        *,
+        nonce: bytes,
+        pcrs: Pcrs,
+        policy: PolicyFacts | None,
+        eventlog: bytes | Callable[[], bytes | None] | None,
+        eventlog_sha256: str | None,
+        judged: tuple[str, str, list[str]] | None,
+    ) -> Appraised: ...
+
     def signed_by(self, ak_public: bytes, quote: bytes, signature: bytes) -> bool: ...
 
     def check_policy(self, name: str, document: str) -> PolicyFacts: ...
@@ -96,6 +134,7 @@ class AttestVerifier:
     def __init__(self, trust_store: Path) -> None:
         self._trust_dir = trust_store
         self._store: Any = None
+        self._policies: dict[str, Any] = {}
 
     def ak_name(self, ak_public: bytes) -> bytes:
         from hostseal.attest import load_ak_public
@@ -150,20 +189,82 @@ class AttestVerifier:
         pcrs: Pcrs,
         eventlog: bytes | None,
     ) -> CheckedEvidence:
-        from hostseal.attest import load_ak_public, verify_quote
+        from hostseal.attest import verify_quote
 
         result = verify_quote(
-            load_ak_public(ak_public), quote, signature, nonce=nonce, pcrs=pcrs, eventlog=eventlog
+            _load_ak(ak_public), quote, signature, nonce=nonce, pcrs=pcrs, eventlog=eventlog
         )
         verified = {bank: dict(values) for bank, values in result.pcrs.items()}
         return CheckedEvidence(verified, eventlog, result.eventlog)
 
+    def appraise(
+        self,
+        ak_public: bytes,
+        quote: bytes,
+        signature: bytes,
+        *,
+        nonce: bytes,
+        pcrs: Pcrs,
+        policy: PolicyFacts | None,
+        eventlog: bytes | Callable[[], bytes | None] | None,
+        eventlog_sha256: str | None,
+        judged: tuple[str, str, list[str]] | None,
+    ) -> Appraised:
+        """Verify the quote and judge it by ``policy`` (:func:`hostseal.attest.appraise`),
+        reusing ``judged`` = (appraisal key, status, messages) of the host's last full
+        appraisal when the evidence is of the same boot, log and policy. Without a policy the
+        quote and log are verified and the outcome is left to the caller (status "Warning")."""
+        from hostseal.attest.appraise import EventLogUnavailable, Judged, appraise
+
+        ak = _load_ak(ak_public)
+        if policy is None:
+            log = eventlog() if callable(eventlog) else eventlog
+            result = verify_quote_checked(ak, quote, signature, nonce, pcrs, log)
+            digest = hashlib.sha256(log).hexdigest() if log is not None else None
+            return Appraised(Outcome("Warning", []), None, False, result, digest)
+        try:
+            appraisal = appraise(
+                ak,
+                quote,
+                signature,
+                nonce=nonce,
+                pcrs=pcrs,
+                policy=self._policy(policy.document),
+                policy_sha256=policy.digest,
+                eventlog=eventlog,
+                eventlog_sha256=eventlog_sha256,
+                judged=Judged(judged[0], judged[1], tuple(judged[2])) if judged else None,
+            )
+        except EventLogUnavailable as exc:
+            raise EventLogUnknown(exc.message, exc.remedy) from exc
+        verdict = appraisal.verdict
+        findings = [_finding(f) for f in getattr(verdict, "findings", [])] if verdict else []
+        return Appraised(
+            Outcome(appraisal.status, list(appraisal.messages), findings),
+            appraisal.key,
+            appraisal.reused,
+            {bank: dict(values) for bank, values in appraisal.quote.pcrs.items()},
+            appraisal.eventlog_sha256,
+        )
+
+    def _policy(self, document: str) -> Any:
+        """The parsed policy, kept by digest (policies are few and change rarely)."""
+        digest = document_digest(document)
+        policy = self._policies.get(digest)
+        if policy is None:
+            from hostseal.attest import ReferencePolicy
+
+            if len(self._policies) >= 256:
+                self._policies.clear()
+            policy = self._policies[digest] = ReferencePolicy.from_json(document)
+        return policy
+
     def signed_by(self, ak_public: bytes, quote: bytes, signature: bytes) -> bool:
         """True when ``signature`` over ``quote`` verifies with ``ak_public``."""
-        from hostseal.attest import load_ak_public, verify_quote
+        from hostseal.attest import verify_quote
 
         try:  # a nonce no quote has: the signature is checked first, then the nonce fails
-            verify_quote(load_ak_public(ak_public), quote, signature, nonce=b"\0" * 65, pcrs={})
+            verify_quote(_load_ak(ak_public), quote, signature, nonce=b"\0" * 65, pcrs={})
         except HostsealError as exc:
             checks = exc.details.get("checks")
             return isinstance(checks, dict) and checks.get("signature") == "passed"
@@ -179,11 +280,9 @@ class AttestVerifier:
         return PolicyFacts(name, policy.quote_bank, tuple(policy.quote_pcrs), policy.to_json())
 
     def evaluate(self, policy: PolicyFacts, evidence: CheckedEvidence) -> Outcome:
-        from hostseal.attest import ReferencePolicy, evaluate
+        from hostseal.attest import evaluate
 
-        verdict = evaluate(
-            ReferencePolicy.from_json(policy.document), evidence.pcrs, evidence.parsed
-        )
+        verdict = evaluate(self._policy(policy.document), evidence.pcrs, evidence.parsed)
         findings = [_finding(f) for f in getattr(verdict, "findings", [])]
         return Outcome(str(verdict.status), list(verdict.messages), findings)
 
@@ -197,6 +296,25 @@ class AttestVerifier:
         except PolicyInvalid as exc:
             raise PolicyRefused(exc.message, exc.remedy, exc.details) from exc
         return PolicyFacts(name, policy.quote_bank, tuple(policy.quote_pcrs), policy.to_json())
+
+
+@functools.lru_cache(maxsize=65536)
+def _load_ak(ak_public: bytes) -> Any:
+    """A host's parsed AK, kept (an EC point or RSA modulus costs tens of µs to load); bounded,
+    a few KB per host."""
+    from hostseal.attest import load_ak_public
+
+    return load_ak_public(ak_public)
+
+
+def verify_quote_checked(
+    ak: Any, quote: bytes, signature: bytes, nonce: bytes, pcrs: Pcrs, eventlog: bytes | None
+) -> dict[str, dict[int, bytes]]:
+    """:func:`hostseal.attest.verify_quote`; the verified PCR values."""
+    from hostseal.attest import verify_quote
+
+    result = verify_quote(ak, quote, signature, nonce=nonce, pcrs=pcrs, eventlog=eventlog)
+    return {bank: dict(values) for bank, values in result.pcrs.items()}
 
 
 def _finding(finding: object) -> dict[str, Any]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 
 from hostseal.secureconfig.recoverykey import format_recovery_id, parse_recovery_id
 from hostseal.server import attestation, audit, enrol, escrow, views
-from hostseal.server.api.deps import Agent, Ctx, b64, b64e
+from hostseal.server.api.deps import Agent, Ctx, b64, b64e, bearer, context_of
 from hostseal.server.api.schemas import (
     ChallengeOut,
     EnrolFinish,
@@ -57,11 +57,18 @@ def enrol_finish(body: EnrolFinish, ctx: Ctx) -> EnrolFinished:
     )
 
 
-@router.post("/attest/challenge", response_model=ChallengeOut)
-def challenge(ctx: Ctx, agent: Agent) -> ChallengeOut:
-    """A fresh nonce (single use) and the PCRs to quote."""
-    host_id, _ = require_agent(agent)
-    return ChallengeOut(**attestation.challenge(ctx, host_id))
+def _agent_host(request: Request) -> attestation.AgentHost:
+    """The calling agent's host (one query). The attestation routes take the request itself
+    rather than dependencies: each sync dependency would cost a thread hop per request."""
+    return attestation.agent_host(context_of(request), request.headers.get("authorization"))
+
+
+@router.post("/attest/challenge", response_model=ChallengeOut, dependencies=[Depends(bearer)])
+def challenge(request: Request) -> ChallengeOut:
+    """A fresh nonce (single use), its ticket, the PCRs to quote, and the SHA-256 of the event
+    log the server holds for the host (the agent may then send that digest instead of the log)."""
+    host = _agent_host(request)
+    return ChallengeOut(**attestation.challenge(context_of(request), host))
 
 
 def _pcrs(raw: dict[str, dict[str, str]]) -> dict[str, dict[int, bytes]]:
@@ -106,11 +113,13 @@ def _secure_config(config: SecureConfig | None) -> dict[str, Any] | None:
     "/attest/evidence",
     response_model=VerdictOut,
     responses={409: {"description": "nonce unknown, replayed or expired"}, 422: {}},
+    dependencies=[Depends(bearer)],
 )
-def evidence(body: EvidenceIn, ctx: Ctx, agent: Agent) -> VerdictOut:
-    """The quote over the challenge's nonce, the PCR values, the event log, the secure-config
-    state. Answers the verdict; 409 for a nonce problem, 422 for evidence that does not verify."""
-    host_id, _ = require_agent(agent)
+def evidence(body: EvidenceIn, request: Request) -> VerdictOut:
+    """The quote over the challenge's nonce with the challenge's ticket, the PCR values, the
+    event log (or its SHA-256 when the challenge named it), the secure-config state. Answers the
+    verdict; 409 for a nonce problem, 422 for evidence that does not verify."""
+    host = _agent_host(request)
     submitted = attestation.Evidence(
         nonce=body.nonce.lower(),
         quote=b64(body.quote, "quote"),
@@ -118,8 +127,10 @@ def evidence(body: EvidenceIn, ctx: Ctx, agent: Agent) -> VerdictOut:
         pcrs=_pcrs(body.pcrs),
         eventlog=b64(body.eventlog, "eventlog") if body.eventlog else None,
         secure_config=_secure_config(body.secure_config),
+        challenge=body.challenge,
+        eventlog_sha256=body.eventlog_sha256.lower() if body.eventlog_sha256 else None,
     )
-    outcome = attestation.submit_evidence(ctx, agent, host_id, submitted)
+    outcome = attestation.submit_evidence(context_of(request), host, submitted)
     return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
 
 

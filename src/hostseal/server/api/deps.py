@@ -14,10 +14,15 @@ from hostseal.server.context import ServerContext
 from hostseal.server.errors import EvidenceMalformed
 from hostseal.server.tokens import Principal, authenticate, require_agent, require_role
 
-_bearer = HTTPBearer(auto_error=False, description="A user token or an agent token.")
+bearer = HTTPBearer(auto_error=False, description="A user token or an agent token.")
 
 
-def get_ctx(request: Request) -> ServerContext:
+async def get_ctx(request: Request) -> ServerContext:
+    """(async: FastAPI would run a sync dependency on a worker thread, a hop per request)"""
+    return context_of(request)
+
+
+def context_of(request: Request) -> ServerContext:
     ctx = request.app.state.ctx
     assert isinstance(ctx, ServerContext)
     return ctx
@@ -27,7 +32,7 @@ Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 
 def caller(
-    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
     with ctx.sessions() as session:

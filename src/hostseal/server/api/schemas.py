@@ -32,10 +32,16 @@ class EnrolFinished(BaseModel):
 
 
 class ChallengeOut(BaseModel):
-    nonce: str = Field(description="32 bytes, hex; single use.")
+    nonce: str = Field(description="32 bytes, hex; single use. Quote it as the qualifying data.")
+    challenge: str = Field(description="The challenge's ticket: send it back with the evidence.")
     expires_at: str
     bank: str
     pcrs: list[int]
+    eventlog_sha256: str | None = Field(
+        None,
+        description="SHA-256 (hex) of the event log the server holds for this host: when the "
+        "host's log has this digest, the evidence may send eventlog_sha256 instead of the log.",
+    )
 
 
 class RecoveryKeyCheck(BaseModel):
@@ -52,10 +58,18 @@ class SecureConfig(BaseModel):
 
 class EvidenceIn(BaseModel):
     nonce: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    challenge: str = Field(
+        max_length=200, description="The ticket the challenge came with, as received."
+    )
     quote: str = Field(description="TPMS_ATTEST, base64.")
     signature: str = Field(description="TPMT_SIGNATURE, base64.")
     pcrs: dict[str, dict[str, str]] = Field(description='{"sha256": {"0": "<hex>", ...}}')
     eventlog: str | None = Field(None, description="The TCG event log, base64.")
+    eventlog_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Instead of the log: its SHA-256, when the challenge named the same digest.",
+    )
     secure_config: SecureConfig | None = None
 
 
