@@ -62,9 +62,7 @@ def _appraise(
     )
 
 
-def test_full_appraisal_then_reuse_for_the_same_boot(
-    tpm: SoftTpm, policy: ReferencePolicy
-) -> None:
+def test_full_appraisal_then_reuse_for_the_same_boot(tpm: SoftTpm, policy: ReferencePolicy) -> None:
     first = _appraise(tpm, policy)
     assert (first.status, first.reused) == ("Passed", False)
     assert first.verdict is not None and first.eventlog is not None
@@ -138,9 +136,15 @@ def test_reuse_never_skips_a_check_of_the_quote(tpm: SoftTpm, policy: ReferenceP
         appraise(ak, attest, forged, nonce=nonce, pcrs=values, **common)  # type: ignore[arg-type]
     with pytest.raises(NonceMismatch):
         appraise(ak, attest, signature, nonce=bytes(32), pcrs=values, **common)  # type: ignore[arg-type]
+    # values presented that are not the quoted ones: refused in a full appraisal; on reuse
+    # they are not used at all (the verdict is about the values the TPM signed)
     wrong = {"sha256": {**values["sha256"], 0: bytes(32)}}
     with pytest.raises(PcrDigestMismatch):
-        appraise(ak, attest, signature, nonce=nonce, pcrs=wrong, **common)  # type: ignore[arg-type]
+        appraise(
+            ak, attest, signature, nonce=nonce, pcrs=wrong, policy=policy, eventlog=tpm.eventlog
+        )
+    reused = appraise(ak, attest, signature, nonce=nonce, pcrs=wrong, **common)  # type: ignore[arg-type]
+    assert reused.reused and reused.pcrs == {} and reused.status == judged.status
 
 
 def test_the_key_binds_selection_digest_hash_and_log(tpm: SoftTpm) -> None:

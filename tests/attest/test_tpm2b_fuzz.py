@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hostseal.attest.errors import AttestError, QuoteMalformed
 from hostseal.attest.quote import verify_quote
-from hostseal.attest.tpm2b import PcrSelection, parse_attest, parse_signature
+from hostseal.attest.tpm2b import PcrSelection, parse_attest, parse_signature, quote_fields
 from hostseal.attest.tpmkey import load_ak_public, parse_public, parse_public_2b
 from hostseal.cli.quote import read_pcr_file, read_signature_file
 
@@ -123,3 +123,31 @@ def test_mutated_quotes_fail_with_attest_errors(forge, data: st.DataObject) -> N
         assert err.message and err.remedy
         assert "checks" in err.details or which == "plain"
     assert time.perf_counter() - started < TIME_LIMIT
+
+
+def _full(raw: bytes) -> tuple[object, ...] | None:
+    """What the full parser makes of a quote, as quote_fields returns it (None: not a quote)."""
+    try:
+        parsed = parse_attest(raw)
+    except QuoteMalformed:
+        return None
+    if parsed.magic != 0xFF544347 or parsed.quote is None:
+        return None
+    q = parsed.quote
+    clock = parsed.clock_info
+    return (q.selection, q.pcr_digest, parsed.extra_data, clock, parsed.firmware_version,
+            parsed.qualified_signer)  # fmt: skip
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_one_pass_quote_reader_agrees_with_the_full_parser(forge, data: st.DataObject) -> None:  # type: ignore[no-untyped-def]
+    """quote_fields (the service's fast path) reads exactly what parse_attest reads, or declines
+    (None) and leaves the full parser to refuse; it never accepts what the parser refuses."""
+    seed = data.draw(st.sampled_from(_seeds(forge))).attest
+    raw = data.draw(st.one_of(st.just(seed), st.builds(lambda: _mutate(seed, data))))
+    fast = quote_fields(raw)
+    full = _full(raw)
+    if fast is not None:
+        assert fast == full
+    assert quote_fields(seed) == _full(seed) is not None

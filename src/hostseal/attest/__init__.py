@@ -33,7 +33,15 @@ from hostseal.attest.errors import (
     TrustStoreInvalid,
 )
 from hostseal.attest.policy import AllowedApplication, ReferencePolicy, capture_policy
-from hostseal.attest.quote import Quote, QuoteResult, parse_quote, pcr_digest, verify_quote
+from hostseal.attest.quote import (
+    Quote,
+    QuoteResult,
+    check_pcr_values,
+    parse_quote,
+    pcr_digest,
+    verify_quote,
+    verify_signed_quote,
+)
 from hostseal.attest.tpm2b import (
     Attest,
     ClockInfo,
@@ -78,6 +86,7 @@ __all__ = [
     "TrustStoreInvalid",
     "Verdict",
     "capture_policy",
+    "check_pcr_values",
     "evaluate",
     "load_ak_public",
     "make_credential",
@@ -88,4 +97,5 @@ __all__ = [
     "pcr_digest",
     "verify_ek_certificate",
     "verify_quote",
+    "verify_signed_quote",
 ]

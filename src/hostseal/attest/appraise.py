@@ -12,8 +12,10 @@ falls from a log parse and replay to about one signature check.
 :func:`appraisal_key` binds the four inputs (policy digest, selection, pcrDigest with its hash,
 event log SHA-256) in one SHA-256. A caller keeps the key and outcome of a host's last full
 appraisal (:class:`Judged`) and passes it back; on any difference the evidence is appraised in
-full. Reuse never skips a check of this quote: a quote that does not verify is refused before
-the key is even computed.
+full. Reuse never skips a check of the quote itself (its signature by the AK, its nonce): only
+then is the key computed from what the TPM signed. The PCR values presented with the quote are
+checked against its pcrDigest only when the evidence is appraised in full: on reuse they are
+not needed (the judged values hashed to that same signed digest).
 
 >>> a = appraise(ak, attest, sig, nonce=n, pcrs=values, policy=p, eventlog=log)  # doctest: +SKIP
 >>> b = appraise(ak, attest2, sig2, nonce=n2, pcrs=values, policy=p,
@@ -24,6 +26,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
@@ -31,13 +34,14 @@ from dataclasses import dataclass
 
 from hostseal.attest.errors import QuoteEventLogMismatch
 from hostseal.attest.policy import ReferencePolicy
-from hostseal.attest.quote import Quote, QuoteResult, verify_quote
+from hostseal.attest.quote import Quote, check_pcr_values, verify_signed_quote
+from hostseal.attest.tpm2b import PcrSelection
 from hostseal.attest.tpmkey import AkPublic
 from hostseal.attest.verdict import Verdict, evaluate
 from hostseal.errors import HostsealError
 from hostseal.measure import EventLog, compare_pcrs, parse_event_log
 
-_KEY_LABEL = b"hostseal appraisal v1\0"
+_KEY_LABEL = b"hostseal appraisal v1"
 
 
 class EventLogUnavailable(HostsealError):
@@ -56,12 +60,14 @@ class Judged:
 @dataclass(frozen=True)
 class Appraisal:
     """The outcome of :func:`appraise`. ``verdict`` is the policy's full verdict (findings
-    included) when the evidence was appraised in full, None when a judgement was reused."""
+    included) and ``pcrs`` the verified PCR values when the evidence was appraised in full;
+    None and empty when a judgement was reused (the values are the judged ones)."""
 
     status: str
     messages: tuple[str, ...]
     key: str
-    quote: QuoteResult
+    quote: Quote
+    pcrs: dict[str, dict[int, bytes]]
     eventlog_sha256: str | None
     eventlog: EventLog | None
     verdict: Verdict | None
@@ -82,12 +88,23 @@ def appraisal_key(
 ) -> str:
     """What a verdict depends on, in one SHA-256 (hex): the policy, the quoted PCR selection and
     pcrDigest (with the hash it was computed with) and the event log."""
-    h = hashlib.sha256(_KEY_LABEL)
-    h.update(policy_digest.encode() + b"\0" + hash_name.encode() + b"\0")
-    for sel in quote.selection:
-        h.update(sel.bank.encode() + b":" + ",".join(map(str, sel.pcrs)).encode() + b";")
-    h.update(b"\0" + quote.pcr_digest + b"\0" + (eventlog_sha256 or "-").encode())
-    return h.hexdigest()
+    return hashlib.sha256(
+        b"\0".join(
+            (
+                _KEY_LABEL,
+                policy_digest.encode(),
+                hash_name.encode(),
+                _selection_text(quote.selection),
+                quote.pcr_digest,
+                (eventlog_sha256 or "-").encode(),
+            )
+        )
+    ).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _selection_text(selection: tuple[PcrSelection, ...]) -> bytes:
+    return ";".join(f"{sel.bank}:{','.join(map(str, sel.pcrs))}" for sel in selection).encode()
 
 
 def appraise(
@@ -114,9 +131,9 @@ def appraise(
     :class:`~hostseal.measure.EventLogError` for an unparseable log, and
     :class:`EventLogUnavailable` when a log named by digest cannot be had.
     """
-    result = verify_quote(ak, attest, signature, nonce=nonce, pcrs=pcrs)
+    quote, sig = verify_signed_quote(ak, attest, signature, nonce=nonce)
     digest = policy_sha256 if policy_sha256 is not None else policy_digest(policy)
-    raw = eventlog if isinstance(eventlog, bytes | bytearray | memoryview) else None
+    raw = None if eventlog is None or callable(eventlog) else eventlog
     if raw is not None:
         computed = hashlib.sha256(raw).hexdigest()
         if eventlog_sha256 is not None and not hmac.compare_digest(computed, eventlog_sha256):
@@ -126,11 +143,14 @@ def appraise(
                 "Send either the event log or its SHA-256, consistently.",
             )
         eventlog_sha256 = computed
-    key = appraisal_key(digest, result.quote, result.signature.hash.name, eventlog_sha256)
+    key = appraisal_key(digest, quote, sig.hash.name, eventlog_sha256)
     if judged is not None and hmac.compare_digest(judged.key, key):
+        # The TPM signed this selection and pcrDigest: the values are the judged ones, whatever
+        # values were presented with the quote.
         return Appraisal(
-            judged.status, judged.messages, key, result, eventlog_sha256, None, None, True
+            judged.status, judged.messages, key, quote, {}, eventlog_sha256, None, None, True
         )
+    values = check_pcr_values(quote, sig, pcrs)
     if raw is None and callable(eventlog):
         raw = eventlog()
         if raw is None or (
@@ -145,7 +165,7 @@ def appraise(
     log = None
     if raw is not None:
         log = parse_event_log(bytes(raw))
-        mismatches = compare_pcrs(log, result.pcrs)
+        mismatches = compare_pcrs(log, values)
         if mismatches:
             raise QuoteEventLogMismatch(mismatches)
     elif eventlog_sha256 is not None:
@@ -154,12 +174,13 @@ def appraise(
             "it, and no log is at hand.",
             "Send the event log itself with the evidence.",
         )
-    verdict = evaluate(policy, result.pcrs, log)
+    verdict = evaluate(policy, values, log)
     return Appraisal(
         str(verdict.status),
         tuple(verdict.messages),
         key,
-        result,
+        quote,
+        values,
         eventlog_sha256,
         log,
         verdict,

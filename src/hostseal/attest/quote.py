@@ -61,6 +61,7 @@ from hostseal.attest.tpm2b import (
     alg_name,
     parse_attest,
     parse_signature,
+    quote_fields,
 )
 from hostseal.attest.tpmkey import AkPublic
 from hostseal.errors import HostsealError
@@ -68,6 +69,7 @@ from hostseal.measure.events import ALGORITHMS_BY_NAME, EventLog
 from hostseal.measure.parse import parse_event_log
 from hostseal.measure.replay import compare_pcrs
 
+_PKCS1V15 = padding.PKCS1v15()  # stateless: one for every verification
 CHECKS = ("quote", "signature", "nonce", "pcr_selection", "pcr_digest", "eventlog")
 
 _SCHEME_TEXT = {
@@ -166,23 +168,7 @@ def verify_quote(
     """
     passed: list[str] = []
     try:
-        parsed = parse_quote(attest)
-        _check_ak(ak)
-        passed.append("quote")
-        sig = signature if isinstance(signature, Signature) else parse_signature(signature)
-        _check_signature(ak, bytes(attest), sig)
-        passed.append("signature")
-        if not hmac.compare_digest(parsed.extra_data, bytes(nonce)):
-            raise NonceMismatch(
-                "The quote was not made for this challenge: its nonce (extraData, "
-                f"{len(parsed.extra_data)} bytes) is not the nonce the verifier sent "
-                f"({len(nonce)} bytes).",
-                "The quote is stale or replayed, or answers another challenge: ask the host "
-                "for a new quote over a fresh nonce. If it happens again, the host may be "
-                "replaying old evidence: treat it as untrusted.",
-                {"expected": bytes(nonce).hex(), "actual": parsed.extra_data.hex()},
-            )
-        passed.append("nonce")
+        parsed, sig = _signed(ak, attest, signature, nonce, passed)
         values = _check_selection(parsed.selection, pcrs)
         passed.append("pcr_selection")
         _check_digest(parsed, values, sig)
@@ -198,6 +184,59 @@ def verify_quote(
         err.details["checks"] = _check_states(passed, CHECKS[len(passed)], eventlog is not None)
         raise
     return QuoteResult(parsed, sig, ak, values, log, tuple(passed))
+
+
+def verify_signed_quote(
+    ak: AkPublic, attest: bytes, signature: bytes | Signature, *, nonce: bytes
+) -> tuple[Quote, Signature]:
+    """The first half of :func:`verify_quote`: the quote parses, ``ak`` may sign quotes and
+    signed it, over ``nonce``. What it says of the PCRs (selection, ``pcr_digest``) is then
+    vouched for by the TPM; :func:`check_pcr_values` checks values presented against it."""
+    passed: list[str] = []
+    try:
+        return _signed(ak, attest, signature, nonce, passed)
+    except HostsealError as err:
+        err.details["checks"] = _check_states(passed, CHECKS[len(passed)], False)
+        raise
+
+
+def check_pcr_values(
+    quote: Quote, signature: Signature, pcrs: Mapping[str, Mapping[int, bytes]]
+) -> dict[str, dict[int, bytes]]:
+    """The second half of :func:`verify_quote` without the log: the values presented are
+    exactly the quoted PCRs and hash to the quote's ``pcr_digest``; the verified values."""
+    passed = ["quote", "signature", "nonce"]
+    try:
+        values = _check_selection(quote.selection, pcrs)
+        passed.append("pcr_selection")
+        _check_digest(quote, values, signature)
+    except HostsealError as err:
+        err.details["checks"] = _check_states(passed, CHECKS[len(passed)], False)
+        raise
+    return values
+
+
+def _signed(
+    ak: AkPublic, attest: bytes, signature: bytes | Signature, nonce: bytes, passed: list[str]
+) -> tuple[Quote, Signature]:
+    parsed = parse_quote(attest)
+    _check_ak(ak)
+    passed.append("quote")
+    sig = signature if isinstance(signature, Signature) else parse_signature(signature)
+    _check_signature(ak, bytes(attest), sig)
+    passed.append("signature")
+    if not hmac.compare_digest(parsed.extra_data, bytes(nonce)):
+        raise NonceMismatch(
+            "The quote was not made for this challenge: its nonce (extraData, "
+            f"{len(parsed.extra_data)} bytes) is not the nonce the verifier sent "
+            f"({len(nonce)} bytes).",
+            "The quote is stale or replayed, or answers another challenge: ask the host "
+            "for a new quote over a fresh nonce. If it happens again, the host may be "
+            "replaying old evidence: treat it as untrusted.",
+            {"expected": bytes(nonce).hex(), "actual": parsed.extra_data.hex()},
+        )
+    passed.append("nonce")
+    return parsed, sig
 
 
 def _check_states(
@@ -221,6 +260,10 @@ def parse_quote(attest: bytes) -> Quote:
     TPM_GENERATED_VALUE or are another kind of attestation, :class:`QuoteMalformed` when they do
     not parse. The signature is not checked: use :func:`verify_quote` for that."""
     raw = bytes(attest)
+    fields = quote_fields(raw)
+    if fields is not None:
+        selection, digest, extra, clock, firmware, signer = fields
+        return Quote(selection, digest, extra, clock, firmware, signer)
     if len(raw) >= 4 and int.from_bytes(raw[:4], "big") != TPM_GENERATED_VALUE:
         raise NotAQuote(
             f"The attestation does not start with TPM_GENERATED_VALUE (0xff544347) but with "
@@ -253,10 +296,9 @@ def _check_ak(ak: AkPublic) -> None:
 
 
 def _check_signature(ak: AkPublic, attest: bytes, sig: Signature) -> None:
-    scheme = f"{_SCHEME_TEXT[sig.sig_alg]} with {sig.hash.name}"
-    details: dict[str, object] = {"scheme": sig.scheme, "hash": sig.hash.name}
-
     def invalid(why: str) -> QuoteSignatureInvalid:
+        scheme = f"{_SCHEME_TEXT[sig.sig_alg]} with {sig.hash.name}"
+        details: dict[str, object] = {"scheme": sig.scheme, "hash": sig.hash.name}
         return QuoteSignatureInvalid(
             f"The quote's signature ({scheme}) does not verify with the attestation key (AK): "
             f"{why}.",
@@ -290,7 +332,7 @@ def _check_signature(ak: AkPublic, attest: bytes, sig: Signature) -> None:
                 f"{(key.key_size + 7) // 8}"
             )
         if sig.sig_alg == ALG_RSASSA:
-            key.verify(sig.rsa_sig, attest, padding.PKCS1v15(), hash_alg)
+            key.verify(sig.rsa_sig, attest, _PKCS1V15, hash_alg)
         else:
             pss = padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=padding.PSS.AUTO)
             key.verify(sig.rsa_sig, attest, pss, hash_alg)

@@ -13,6 +13,7 @@ Keys (TPMT_PUBLIC, the AK) are in :mod:`hostseal.attest.tpmkey`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -155,14 +156,19 @@ class Reader:
         return len(self.data) - self.pos
 
     def take(self, size: int, field: str) -> bytes:
-        if size > self.left:
-            raise self.fail(f"{field} needs {size} bytes, the data has {self.left} left")
         start = self.pos
-        self.pos += size
-        return self.data[start : self.pos]
+        end = start + size
+        if end > len(self.data):
+            raise self.fail(f"{field} needs {size} bytes, the data has {self.left} left")
+        self.pos = end
+        return self.data[start:end]
 
     def _unpack(self, fmt: struct.Struct, field: str) -> int:
-        value: int = fmt.unpack(self.take(fmt.size, field))[0]
+        start = self.pos
+        if start + fmt.size > len(self.data):
+            raise self.fail(f"{field} needs {fmt.size} bytes, the data has {self.left} left")
+        self.pos = start + fmt.size
+        value: int = fmt.unpack_from(self.data, start)[0]
         return value
 
     def u8(self, field: str) -> int:
@@ -178,14 +184,21 @@ class Reader:
         return self._unpack(_U64, field)
 
     def tpm2b(self, field: str, max_size: int | None = None) -> bytes:
-        """A TPM2B: a 16-bit size, then that many bytes."""
+        """A TPM2B: a 16-bit size, then that many bytes. (Field names are formatted only for an
+        error: this runs for every quote the service checks.)"""
         start = self.pos
-        size = self.u16(f"the size of {field}")
+        data = self.data
+        if start + 2 > len(data):
+            raise self.fail(f"the size of {field} needs 2 bytes, the data has {self.left} left")
+        size = data[start] << 8 | data[start + 1]
         if max_size is not None and size > max_size:
             raise self.fail(f"{field} is {size} bytes, more than the {max_size} allowed", start)
-        if size > self.left:
+        end = start + 2 + size
+        if end > len(data):
+            self.pos = start + 2
             raise self.fail(f"{field} claims {size} bytes, the data has {self.left} left", start)
-        return self.take(size, field)
+        self.pos = end
+        return data[start + 2 : end]
 
     def end(self) -> None:
         if self.left:
@@ -196,6 +209,7 @@ _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_MAGIC_TYPE = struct.Struct(">IH")
 _CLOCK_FIRMWARE = struct.Struct(">QIIBQ")  # TPMS_CLOCK_INFO, firmwareVersion
 MAX_DIGEST = 64  # sizeof(TPMU_HA) with SHA-512
 MAX_NAME = 2 + MAX_DIGEST  # TPM2B_NAME: a TPMT_HA (or a 4-byte handle)
@@ -235,17 +249,34 @@ class PcrSelection:
 def read_pcr_selection(reader: Reader, field: str = "pcrSelect") -> tuple[PcrSelection, ...]:
     """A TPML_PCR_SELECTION at the reader's position."""
     start = reader.pos
-    count = reader.u32(f"{field}.count")
+    count = reader.u32(field + ".count")
     if count > MAX_PCR_BANKS:
         raise reader.fail(f"{field} lists {count} banks, more than {MAX_PCR_BANKS}", start)
     selections = []
     for i in range(count):
-        alg_id = reader.u16(f"{field}[{i}].hash")
-        size = reader.u8(f"{field}[{i}].sizeofSelect")
-        bitmap = reader.take(size, f"{field}[{i}].pcrSelect")
-        pcrs = tuple(n for n in range(size * 8) if bitmap[n // 8] >> (n % 8) & 1)
-        selections.append(PcrSelection(alg_id, pcrs))
+        data, pos = reader.data, reader.pos
+        if pos + 3 <= len(data):  # hash and sizeofSelect in one read
+            alg_id, size = _SELECT_HEAD.unpack_from(data, pos)
+            reader.pos = pos + 3
+        else:
+            alg_id = reader.u16(f"{field}[{i}].hash")
+            size = reader.u8(f"{field}[{i}].sizeofSelect")
+        if reader.pos + size > len(data):
+            reader.take(size, f"{field}[{i}].pcrSelect")  # raises, naming the field
+        selections.append(_selection(alg_id, reader.take(size, "pcrSelect")))
     return tuple(selections)
+
+
+_SELECT_HEAD = struct.Struct(">HB")
+
+
+@functools.lru_cache(maxsize=256)
+def _selection(alg_id: int, bitmap: bytes) -> PcrSelection:
+    """(Kept: a fleet quotes a handful of selections, every quote decodes one.)"""
+    return PcrSelection(
+        alg_id,
+        tuple(n * 8 + bit for n, byte in enumerate(bitmap) for bit in range(8) if byte >> bit & 1),
+    )
 
 
 def encode_pcr_selection(selection: tuple[PcrSelection, ...], size_of_select: int = 3) -> bytes:
@@ -337,14 +368,17 @@ def parse_attest(data: bytes | bytearray | memoryview) -> Attest:
     """
     raw = bytes(data)
     r = Reader(raw, "TPMS_ATTEST")
-    magic = r.u32("magic")
-    kind = r.u16("type")
+    if len(raw) >= 6:  # one read; field by field only to say what is missing
+        magic, kind = _MAGIC_TYPE.unpack_from(raw)
+        r.pos = 6
+    else:
+        magic = r.u32("magic")
+        kind = r.u16("type")
     signer = r.tpm2b("qualifiedSigner", MAX_NAME)
     extra = r.tpm2b("extraData", MAX_NAME)
-    if r.left >= _CLOCK_FIRMWARE.size:  # one read; field by field only to say what is missing
-        ticks, resets, restarts, safe, firmware = _CLOCK_FIRMWARE.unpack(
-            r.take(_CLOCK_FIRMWARE.size, "clockInfo")
-        )
+    if len(raw) - r.pos >= _CLOCK_FIRMWARE.size:  # one read, as above
+        ticks, resets, restarts, safe, firmware = _CLOCK_FIRMWARE.unpack_from(raw, r.pos)
+        r.pos += _CLOCK_FIRMWARE.size
         clock = ClockInfo(ticks, resets, restarts, bool(safe))
     else:
         clock = ClockInfo(
@@ -374,6 +408,58 @@ def parse_attest(data: bytes | bytearray | memoryview) -> Attest:
         r.end()
         return Attest(*common, creation=creation)
     return Attest(*common, body=r.take(r.left, "attested"))
+
+
+_QUOTE_HEAD = struct.Struct(">IHH")  # magic, type, the size of qualifiedSigner
+
+
+def quote_fields(
+    raw: bytes,
+) -> tuple[tuple[PcrSelection, ...], bytes, bytes, ClockInfo, int, bytes] | None:
+    """A well-formed quote's (selection, pcrDigest, extraData, clockInfo, firmwareVersion,
+    qualifiedSigner) in one pass, as :func:`parse_attest` reads them; None for anything else
+    (not a quote, truncated, oversized, trailing bytes): :func:`parse_attest` then says what.
+    The service checks a quote per attestation; this is that path without the object tree."""
+    n = len(raw)
+    if n < 8:
+        return None
+    magic, kind, size = _QUOTE_HEAD.unpack_from(raw)
+    if magic != TPM_GENERATED_VALUE or kind != ST_ATTEST_QUOTE or size > MAX_NAME:
+        return None
+    pos = 8 + size
+    if pos + 2 > n:
+        return None
+    signer = raw[8:pos]
+    size = raw[pos] << 8 | raw[pos + 1]
+    pos += 2
+    if size > MAX_NAME or pos + size + _CLOCK_FIRMWARE.size + 4 > n:
+        return None
+    extra = raw[pos : pos + size]
+    pos += size
+    ticks, resets, restarts, safe, firmware = _CLOCK_FIRMWARE.unpack_from(raw, pos)
+    pos += _CLOCK_FIRMWARE.size
+    (count,) = _U32.unpack_from(raw, pos)
+    pos += 4
+    if count > MAX_PCR_BANKS:
+        return None
+    selections = []
+    for _ in range(count):
+        if pos + 3 > n:
+            return None
+        alg_id, size = _SELECT_HEAD.unpack_from(raw, pos)
+        pos += 3
+        if pos + size > n:
+            return None
+        selections.append(_selection(alg_id, raw[pos : pos + size]))
+        pos += size
+    if pos + 2 > n:
+        return None
+    size = raw[pos] << 8 | raw[pos + 1]
+    pos += 2
+    if size > MAX_DIGEST or pos + size != n:
+        return None
+    clock = ClockInfo(ticks, resets, restarts, bool(safe))
+    return tuple(selections), raw[pos:], extra, clock, firmware, signer
 
 
 def encode_quote_attest(
@@ -438,7 +524,8 @@ class Signature:
 def parse_signature(data: bytes | bytearray | memoryview) -> Signature:
     """Parse a TPMT_SIGNATURE (what ``tpm2_quote -s`` writes). Raises :class:`QuoteMalformed`
     for a malformed one or a scheme hostseal does not verify (RSASSA, RSAPSS, ECDSA are)."""
-    r = Reader(bytes(data), "TPMT_SIGNATURE")
+    raw = bytes(data)
+    r = Reader(raw, "TPMT_SIGNATURE")
     sig_alg = r.u16("sigAlg")
     if sig_alg not in SIGNATURE_SCHEMES:
         raise r.fail(

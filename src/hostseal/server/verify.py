@@ -243,7 +243,7 @@ class AttestVerifier:
             Outcome(appraisal.status, list(appraisal.messages), findings),
             appraisal.key,
             appraisal.reused,
-            {bank: dict(values) for bank, values in appraisal.quote.pcrs.items()},
+            {bank: dict(values) for bank, values in appraisal.pcrs.items()},
             appraisal.eventlog_sha256,
         )
 
