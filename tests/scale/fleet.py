@@ -10,25 +10,60 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
+import json
 import random
 import ssl
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from scale._http import Pool, Response, TransportError
 from server._softtpm import ECDSA, SHA256, SoftTpm, b2
+
+
+def _use_uvloop() -> None:
+    """uvloop's event loop for the ``asyncio.run()`` calls of the benchmarks, when it is installed
+    (it is not a dependency) and no other loop policy was chosen. Not under pytest: a policy is
+    process-wide, and the client's tests choose their loops themselves."""
+    if "pytest" in sys.modules:
+        return
+    try:
+        import uvloop
+    except ImportError:
+        return
+    if type(asyncio.get_event_loop_policy()) is asyncio.DefaultEventLoopPolicy:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+_use_uvloop()
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _b64(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False)
+
+
+_SIGN = ec.ECDSA(hashes.SHA256())
+_SIGNATURE_HEAD = struct.pack(">HH", ECDSA, SHA256)
+# TPMS_ATTEST after the nonce: clock info, firmware version, TPMS_QUOTE_INFO's selection count,
+# hash and size of select (the bitmap and the PCR digest follow, per PCR selection)
+_ATTEST_MIDDLE = (
+    struct.pack(">QIIB", 123456, 3, 0, 1)
+    + struct.pack(">Q", 0x0002000100000000)
+    + struct.pack(">IHB", 1, SHA256, 3)
+)
 
 
 class SimTpm(SoftTpm):
@@ -38,6 +73,42 @@ class SimTpm(SoftTpm):
         pass
 
 
+class Boot:
+    """What the hosts of one measured boot share, serialised once: the event log's JSON field
+    and SHA-256, and per PCR selection the end of the quote and the PCRs' JSON field."""
+
+    def __init__(
+        self,
+        pcrs: dict[str, dict[int, bytes]],
+        pcr_json: dict[str, dict[str, str]],
+        eventlog: bytes,
+        eventlog_b64: str,
+    ) -> None:
+        self.pcrs = pcrs
+        self.pcr_json = pcr_json
+        self.eventlog_sha256 = hashlib.sha256(eventlog).hexdigest() if eventlog_b64 else ""
+        self.eventlog_field = b',"eventlog":' + json.dumps(eventlog_b64).encode()
+        self.eventlog_known = b',"eventlog":null,"eventlog_sha256":"%s"' % (
+            self.eventlog_sha256.encode()
+        )
+        self._selections: dict[tuple[int, ...], tuple[bytes, bytes]] = {}
+
+    def selection(self, pcrs: list[int]) -> tuple[bytes, bytes]:
+        """(the TPMS_ATTEST bytes after the nonce, the evidence's ``"pcrs":{...}`` field)."""
+        key = tuple(pcrs)
+        found = self._selections.get(key)
+        if found is None:
+            bitmap = bytearray(3)
+            for index in pcrs:
+                bitmap[index // 8] |= 1 << (index % 8)
+            values = [self.pcrs["sha256"][i] for i in sorted(pcrs)]
+            tail = _ATTEST_MIDDLE + bytes(bitmap) + b2(hashlib.sha256(b"".join(values)).digest())
+            chosen = {"sha256": {str(i): self.pcr_json["sha256"][str(i)] for i in pcrs}}
+            fragment = b'"pcrs":' + json.dumps(chosen, separators=(",", ":")).encode()
+            found = self._selections[key] = (tail, fragment)
+        return found
+
+
 @dataclass
 class SimHost:
     name: str
@@ -45,35 +116,81 @@ class SimHost:
     token: str = ""
     pcr_json: dict[str, dict[str, str]] = field(default_factory=dict)
     eventlog_b64: str = ""
+    boot: Boot | None = field(default=None, repr=False)
+    _authorization: tuple[str, bytes] = field(default=("", b""), init=False, repr=False)
+    _attest_head: bytes = field(default=b"", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.boot is None:
+            self.boot = Boot(self.tpm.pcrs, self.pcr_json, self.tpm.eventlog, self.eventlog_b64)
+        self._attest_head = struct.pack(">IH", 0xFF544347, 0x8018) + b2(self.tpm.ak_name)
+
+    @property
+    def eventlog_sha256(self) -> str:
+        """SHA-256 (hex) of the event log this host sends."""
+        assert self.boot is not None
+        return self.boot.eventlog_sha256
+
+    def authorization(self) -> bytes:
+        """The ``Authorization`` header line for the agent token (built once per token)."""
+        if self._authorization[0] != self.token:
+            self._authorization = (self.token, f"Authorization: Bearer {self.token}\r\n".encode())
+        return self._authorization[1]
+
+    def quote(self, nonce_hex: str, pcrs: list[int]) -> tuple[bytes, bytes]:
+        """The quote (TPMS_ATTEST) over ``nonce_hex`` and ``pcrs`` and its signature
+        (TPMT_SIGNATURE), base64: only the signature is computed here."""
+        assert self.boot is not None
+        tail, _ = self.boot.selection(pcrs)
+        attest = self._attest_head + b2(bytes.fromhex(nonce_hex)) + tail
+        r, s = decode_dss_signature(self.tpm.ak.sign(attest, _SIGN))
+        signature = _SIGNATURE_HEAD + b2(r.to_bytes(32, "big")) + b2(s.to_bytes(32, "big"))
+        return _b64(attest), _b64(signature)
 
     def evidence(self, nonce_hex: str, pcrs: list[int]) -> dict[str, Any]:
-        """The evidence for a challenge: only the quote's signature is computed here."""
-        nonce = bytes.fromhex(nonce_hex)
-        bitmap = bytearray(3)
-        for index in pcrs:
-            bitmap[index // 8] |= 1 << (index % 8)
-        values = [self.tpm.pcrs["sha256"][i] for i in sorted(pcrs)]
-        attest = (
-            struct.pack(">IH", 0xFF544347, 0x8018)
-            + b2(self.tpm.ak_name)
-            + b2(nonce)
-            + struct.pack(">QIIB", 123456, 3, 0, 1)
-            + struct.pack(">Q", 0x0002000100000000)
-            + struct.pack(">IHB", 1, SHA256, 3)
-            + bytes(bitmap)
-            + b2(hashlib.sha256(b"".join(values)).digest())
-        )
-        r, s = decode_dss_signature(self.tpm.ak.sign(attest, ec.ECDSA(hashes.SHA256())))
-        signature = struct.pack(">HH", ECDSA, SHA256) + b2(r.to_bytes(32, "big"))
-        signature += b2(s.to_bytes(32, "big"))
+        """The evidence for a challenge, as a JSON object: only the quote's signature is computed
+        here."""
+        attest, signature = self.quote(nonce_hex, pcrs)
         return {
             "nonce": nonce_hex,
-            "quote": b64(attest),
-            "signature": b64(signature),
+            "quote": attest.decode(),
+            "signature": signature.decode(),
             "pcrs": {"sha256": {str(i): self.pcr_json["sha256"][str(i)] for i in pcrs}},
             "eventlog": self.eventlog_b64,
             "secure_config": None,
         }
+
+    def evidence_body(
+        self,
+        nonce_hex: str,
+        pcrs: list[int],
+        challenge: Any = None,
+        server_eventlog_sha256: str | None = None,
+    ) -> bytes:
+        """:meth:`evidence` serialised (JSON, UTF-8) from pre-built parts. ``challenge``: the
+        challenge answer's opaque ``challenge``, echoed when not None; the event log is left out
+        (only its SHA-256 sent) when ``server_eventlog_sha256`` says the server holds it."""
+        assert self.boot is not None
+        boot = self.boot
+        _, pcr_field = boot.selection(pcrs)
+        attest, signature = self.quote(nonce_hex, pcrs)  # the nonce is hex: JSON as it is
+        echoed = b',"challenge":' + json.dumps(challenge).encode() if challenge is not None else b""
+        known = bool(boot.eventlog_sha256) and server_eventlog_sha256 == boot.eventlog_sha256
+        return b"".join(
+            (
+                b'{"nonce":"',
+                nonce_hex.encode(),
+                b'","quote":"',
+                attest,
+                b'","signature":"',
+                signature,
+                b'",',
+                pcr_field,
+                echoed,
+                boot.eventlog_known if known else boot.eventlog_field,
+                b',"secure_config":null}',
+            )
+        )
 
 
 def make_hosts(count: int, prefix: str = "sim") -> list[SimHost]:
@@ -81,12 +198,14 @@ def make_hosts(count: int, prefix: str = "sim") -> list[SimHost]:
     boot = SoftTpm()
     pcr_json = {"sha256": {str(i): v.hex() for i, v in boot.pcrs["sha256"].items()}}
     eventlog = b64(boot.eventlog)
+    shared = Boot(boot.pcrs, pcr_json, boot.eventlog, eventlog)
     return [
         SimHost(
             f"{prefix}{n:05d}",
             SimTpm(eventlog=boot.eventlog, pcrs=boot.pcrs),
             pcr_json=pcr_json,
             eventlog_b64=eventlog,
+            boot=shared,
         )
         for n in range(count)
     ]
@@ -113,50 +232,68 @@ class Outcome:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+_JSON = b"Content-Type: application/json\r\n"
+_CHALLENGE = b"POST /v1/attest/challenge HTTP/1.1\r\n" + _JSON
+_EVIDENCE = b"POST /v1/attest/evidence HTTP/1.1\r\n" + _JSON
+
+
 class Fleet:
     """Agents talking HTTPS to ``urls`` (instances of one service); each agent starts at its own
-    instance (``hash(name) % len(urls)``) and moves to the next one when a request fails."""
+    instance (``hash(name) % len(urls)``) and moves to the next one when a request fails.
+
+    HTTP is :mod:`scale._http`: persistent connections (at most ``connections`` per instance),
+    requests written from pre-built parts, answers parsed no further than needed."""
 
     def __init__(self, urls: list[str], ca: Path, *, connections: int = 64) -> None:
         self.urls = urls
         context = ssl.create_default_context(cafile=str(ca))
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self.clients = [
-            httpx.AsyncClient(base_url=url, verify=context, limits=limits, timeout=30)
-            for url in urls
-        ]
+        self.pools = [Pool(url, context, size=connections, timeout=30) for url in urls]
         self.outcome = Outcome()
 
     async def close(self) -> None:
-        for client in self.clients:
-            await client.aclose()
+        for pool in self.pools:
+            await pool.close()
 
-    async def _post(self, start: int, path: str, token: str | None, body: Any) -> httpx.Response:
+    async def _post(
+        self, start: int, path: str, head: bytes, body: bytes, *, evidence: bool = False
+    ) -> tuple[Response, int]:
         """POST with retries (backoff 50 ms doubling to 2 s, jitter), moving to the next instance
-        after a transport error or a 5xx; gives up after 12 tries."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        after a transport error or a 5xx; gives up after 12 tries. ``head``: the request line
+        and headers (see :meth:`Pool.request`). Returns the answer and, for ``evidence``, how many
+        tries wrote the request and got no answer (each also counted in ``outcome.ambiguous``)."""
+        unanswered = 0
         delay = 0.05
         for attempt in range(12):
-            client = self.clients[(start + attempt) % len(self.clients)]
+            pool = self.pools[(start + attempt) % len(self.pools)]
             try:
-                response = await client.post(path, json=body, headers=headers)
+                response = await pool.request(head, body)
+                if response.unanswered:  # a stale keep-alive connection, tried again at once
+                    self.outcome.note(f"{path} no answer on a reused connection")
+                    if evidence:
+                        self.outcome.ambiguous += response.unanswered
+                        unanswered += response.unanswered
                 if response.status_code < 500:
-                    return response
+                    return response, unanswered
                 self.outcome.note(f"{path} {response.status_code}")
-            except httpx.TransportError as exc:
-                self.outcome.note(f"{path} {type(exc).__name__}")
-                if path.endswith("/evidence"):
+            except TransportError as exc:
+                self.outcome.note(f"{path} {exc.kind}")
+                if evidence and exc.sent:
                     self.outcome.ambiguous += 1
+                    unanswered += 1
             self.outcome.retries += 1
             await asyncio.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 2.0)
         raise RuntimeError(f"{path}: no instance answered after 12 tries")
 
+    async def _post_json(self, start: int, path: str, body: dict[str, Any]) -> Response:
+        head = b"POST %s HTTP/1.1\r\n%s" % (path.encode(), _JSON)
+        response, _ = await self._post(start, path, head, json.dumps(body).encode())
+        return response
+
     async def enrol(self, host: SimHost, index: int = 0) -> None:
-        started = await self._post(
+        started = await self._post_json(
             index,
             "/v1/enrol/start",
-            None,
             {
                 "name": host.name,
                 "ek_public": b64(host.tpm.ek_public),
@@ -169,10 +306,9 @@ class Fleet:
         secret = host.tpm.activate(
             base64.b64decode(body["credential_blob"]), base64.b64decode(body["encrypted_secret"])
         )
-        finished = await self._post(
+        finished = await self._post_json(
             index,
             "/v1/enrol/finish",
-            None,
             {"enrolment_id": body["enrolment_id"], "secret": b64(secret)},
         )
         assert finished.status_code == 200, finished.text
@@ -180,34 +316,51 @@ class Fleet:
 
     async def attest(self, host: SimHost, index: int, *, alternate: bool = False) -> str:
         """One attestation: challenge, then evidence (to the next instance with ``alternate``),
-        a new challenge when the nonce was refused (409: consumed by a try that got no answer).
-        Returns the verdict's status."""
+        a new challenge when the nonce was refused (409: consumed by a try that got no answer)
+        or when the server does not hold the event log it said it held (422 EventLogUnknown:
+        then with the full log). Returns the verdict's status."""
         began = time.perf_counter()
+        authorization = host.authorization()
+        full_log = False
         for _ in range(5):
-            challenge = await self._post(index, "/v1/attest/challenge", host.token, {})
+            challenge, _ = await self._post(
+                index, "/v1/attest/challenge", _CHALLENGE + authorization, b"{}"
+            )
             if challenge.status_code != 200:
                 raise RuntimeError(f"challenge refused: {challenge.text}")
             data = challenge.json()
-            evidence = host.evidence(data["nonce"], data["pcrs"])
-            unanswered = self.outcome.ambiguous
-            answer = await self._post(
-                index + 1 if alternate else index, "/v1/attest/evidence", host.token, evidence
+            body = host.evidence_body(
+                data["nonce"],
+                data["pcrs"],
+                data.get("challenge"),
+                None if full_log else data.get("eventlog_sha256"),
             )
-            if self.outcome.ambiguous != unanswered:
-                more = self.outcome.ambiguous - unanswered
+            answer, unanswered = await self._post(
+                index + 1 if alternate else index,
+                "/v1/attest/evidence",
+                _EVIDENCE + authorization,
+                body,
+                evidence=True,
+            )
+            if unanswered:
                 self.outcome.ambiguous_per_host[host.name] = (
-                    self.outcome.ambiguous_per_host.get(host.name, 0) + more
+                    self.outcome.ambiguous_per_host.get(host.name, 0) + unanswered
                 )
-            if answer.status_code == 409:
-                self.outcome.note(f"evidence 409 {answer.json().get('error')}")
+            status_code = answer.status_code
+            if status_code == 200:
+                self.outcome.accepted += 1
+                self.outcome.per_host[host.name] = self.outcome.per_host.get(host.name, 0) + 1
+                self.outcome.latencies.append(time.perf_counter() - began)
+                status: str = answer.json()["status"]
+                return status
+            if status_code == 409:
+                self.outcome.note(f"evidence 409 {_error(answer)}")
                 continue
-            if answer.status_code != 200:
-                raise RuntimeError(f"evidence refused ({answer.status_code}): {answer.text}")
-            self.outcome.accepted += 1
-            self.outcome.per_host[host.name] = self.outcome.per_host.get(host.name, 0) + 1
-            self.outcome.latencies.append(time.perf_counter() - began)
-            status: str = answer.json()["status"]
-            return status
+            if status_code == 422 and _error(answer) == "EventLogUnknown":
+                self.outcome.note("evidence 422 EventLogUnknown")
+                full_log = True
+                continue
+            raise RuntimeError(f"evidence refused ({status_code}): {answer.text}")
         raise RuntimeError("five challenges refused in a row")
 
     async def safe_attest(self, host: SimHost, index: int, *, alternate: bool = False) -> None:
@@ -216,6 +369,15 @@ class Fleet:
         except Exception as exc:
             self.outcome.failed += 1
             self.outcome.note(f"gave up: {exc}"[:120])
+
+
+def _error(answer: Response) -> str | None:
+    """The ``error`` of a JSON error answer (None when it has none)."""
+    try:
+        data = answer.json()
+    except ValueError:
+        return None
+    return data.get("error") if isinstance(data, dict) else None
 
 
 async def enrol_all(fleet: Fleet, hosts: list[SimHost], concurrency: int = 32) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,7 +44,7 @@ from hostseal.server.errors import (
     NotFound,
     Unprocessable,
 )
-from hostseal.server.models import Enrolment, Host, Policy, Token, Verdict
+from hostseal.server.models import Enrolment, Host, HostEventLog, Policy, Token, Verdict
 from hostseal.server.tokens import AGENT, Principal, authenticate, require_agent, token_hash
 from hostseal.server.verify import DEFAULT_BANK, DEFAULT_PCRS, Appraised, Outcome, PolicyFacts
 
@@ -195,8 +195,8 @@ def challenge(ctx: ServerContext, host: AgentHost) -> dict[str, Any]:
 
 
 def _check_nonce(ctx: ServerContext, host: AgentHost, evidence: Evidence, now: datetime) -> None:
-    """The ticket is this host's, for this nonce, not expired, and no verdict used the nonce;
-    a refusal is audited."""
+    """The ticket is this host's, for this nonce and not expired; a refusal is audited. (That
+    no verdict used the nonce is checked where the verdict is stored: its unique nonce.)"""
     try:
         challenges.check(
             ctx.challenge_key,
@@ -206,11 +206,7 @@ def _check_nonce(ctx: ServerContext, host: AgentHost, evidence: Evidence, now: d
             nonce=bytes.fromhex(evidence.nonce),
             now=now,
         )
-        with ctx.engine.connect() as connection:
-            used = connection.scalar(select(Verdict.id).where(Verdict.nonce == evidence.nonce))
-        if used is not None:
-            raise _replayed(evidence.nonce)
-    except (NonceUnknown, NonceExpired, NonceReplayed) as refusal:
+    except (NonceUnknown, NonceExpired) as refusal:
         _audit_refusal(ctx, host, refusal, now)
         raise
 
@@ -240,7 +236,9 @@ def _audit_refusal(
 def _stored_eventlog(ctx: ServerContext, host_id: int) -> Callable[[], bytes | None]:
     def load() -> bytes | None:
         with ctx.engine.connect() as connection:
-            return connection.scalar(select(Host.last_eventlog).where(Host.id == host_id))
+            return connection.scalar(
+                select(HostEventLog.eventlog).where(HostEventLog.host_id == host_id)
+            )
 
     return load
 
@@ -327,6 +325,7 @@ def _store(
     now: datetime,
 ) -> None:
     """The verdict and the host's new state in one transaction; alarms only on a change."""
+    new_log: tuple[bytes, str | None] | None = None
     changes: dict[str, Any] = {
         "status": outcome.status.lower(),
         "last_status": outcome.status,
@@ -340,40 +339,52 @@ def _store(
             for bank, values in appraised.pcrs.items()
         }
         if evidence.eventlog is not None and appraised.eventlog_sha256 != host.last_eventlog_sha256:
-            changes["last_eventlog"] = evidence.eventlog
+            new_log = (evidence.eventlog, appraised.eventlog_sha256)
             changes["last_eventlog_sha256"] = appraised.eventlog_sha256
     config_changed = (
         evidence.secure_config is not None and evidence.secure_config != host.secure_config
     )
     if config_changed:
         changes["secure_config"] = evidence.secure_config
-    try:
-        with ctx.sessions.begin() as session:
+    failed = outcome.status == "Failed"
+    cleared = outcome.status == "Passed" and host.last_status != "Passed"
+
+    def write(session: Session) -> None:
+        session.execute(
+            insert(Verdict).values(
+                host_id=host.host_id,
+                nonce=evidence.nonce,
+                at=now,
+                status=outcome.status,
+                messages=outcome.messages,
+                policy_name=policy.name if policy else None,
+                error=type(error).__name__ if error else None,
+            )
+        )
+        updated = session.execute(
+            update(Host).where(Host.id == host.host_id).values(**changes)
+        ).rowcount  # type: ignore[attr-defined]
+        if updated != 1:
+            raise NotFound("This agent's host was removed.", "Enrol the host again.")
+        if new_log is not None:
+            session.execute(delete(HostEventLog).where(HostEventLog.host_id == host.host_id))
             session.execute(
-                insert(Verdict).values(
-                    host_id=host.host_id,
-                    nonce=evidence.nonce,
-                    at=now,
-                    status=outcome.status,
-                    messages=outcome.messages,
-                    policy_name=policy.name if policy else None,
-                    error=type(error).__name__ if error else None,
+                insert(HostEventLog).values(
+                    host_id=host.host_id, eventlog=new_log[0], sha256=new_log[1]
                 )
             )
-            updated = session.execute(
-                update(Host).where(Host.id == host.host_id).values(**changes)
-            ).rowcount  # type: ignore[attr-defined]
-            if updated != 1:
-                raise NotFound("This agent's host was removed.", "Enrol the host again.")
-            failed = outcome.status == "Failed"
-            cleared = outcome.status == "Passed" and host.last_status != "Passed"
-            if failed or cleared or config_changed:
-                _alarms(session, host.host_id, outcome, failed, cleared, config_changed, now)
+        if failed or cleared or config_changed:
+            _alarms(session, host.host_id, outcome, failed, cleared, config_changed, now)
+
+    try:
+        ctx.writer.run(write)
     except IntegrityError:
         with ctx.engine.connect() as connection:
             used = connection.scalar(select(Verdict.id).where(Verdict.nonce == evidence.nonce))
-        if used is not None:  # the same quote stored meanwhile through another request
-            raise _replayed(evidence.nonce) from None
+        if used is not None:  # a verdict holds this nonce: the quote was seen before
+            refusal = _replayed(evidence.nonce)
+            _audit_refusal(ctx, host, refusal, now)
+            raise refusal from None
         raise NotFound("This agent's host was removed.", "Enrol the host again.") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -12,6 +13,7 @@ from hostseal.server.clock import Clock, SystemClock
 from hostseal.server.serverkey import ServerKey, load_or_create
 from hostseal.server.settings import ServerSettings
 from hostseal.server.verify import AttestVerifier, PolicyFacts, Verifier
+from hostseal.server.writer import BatchWriter
 
 
 @dataclass
@@ -24,6 +26,12 @@ class ServerContext:
     server_key: ServerKey
     # parsed policies by document digest (a new version has a new digest: never stale)
     policy_cache: dict[str, PolicyFacts] = field(default_factory=dict)
+
+    @functools.cached_property
+    def writer(self) -> BatchWriter:
+        """The attestation path's writes: grouped into one commit per batch on SQLite
+        (:mod:`hostseal.server.writer`), one transaction each on PostgreSQL."""
+        return BatchWriter(self.sessions, batched=self.engine.dialect.name == "sqlite")
 
     @property
     def challenge_key(self) -> bytes:
@@ -60,4 +68,6 @@ class ServerContext:
         )
 
     def close(self) -> None:
+        if "writer" in self.__dict__:
+            self.writer.close()
         self.engine.dispose()

@@ -45,7 +45,12 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     """An engine for ``url``; SQLite gets the pragmas above and can be used from any thread;
     other databases keep ``pool_size`` connections (and as many again under load)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=16,  # the request threads share these (each new one runs the pragmas)
+            max_overflow=48,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(

@@ -9,6 +9,7 @@ Timestamps are timezone-aware UTC in Python (:class:`UtcDateTime`), whatever the
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -88,7 +89,6 @@ class Host(Base):
     last_status: Mapped[str | None] = mapped_column(String(16))
     last_messages: Mapped[list[Any]] = mapped_column(default=list)
     last_attested_at: Mapped[datetime | None]
-    last_eventlog: Mapped[bytes | None] = mapped_column(LargeBinary)
     last_eventlog_sha256: Mapped[str | None] = mapped_column(String(64))
     last_pcrs: Mapped[dict[str, Any] | None]
     # hostseal.attest.appraise.appraisal_key of the last full appraisal, whose outcome is
@@ -99,6 +99,38 @@ class Host(Base):
     verdicts: Mapped[list[Verdict]] = relationship(
         back_populates="host", cascade="all, delete-orphan", passive_deletes=True
     )
+    eventlog_row: Mapped[HostEventLog | None] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def last_eventlog(self) -> bytes | None:
+        """The event log of the last verified boot (its own table: a host row is rewritten at
+        every attestation, the log only when the host reboots)."""
+        return self.eventlog_row.eventlog if self.eventlog_row is not None else None
+
+    @last_eventlog.setter
+    def last_eventlog(self, value: bytes | None) -> None:
+        if value is None:
+            self.eventlog_row = None
+            self.last_eventlog_sha256 = None
+        else:
+            digest = hashlib.sha256(value).hexdigest()
+            self.eventlog_row = HostEventLog(eventlog=value, sha256=digest)
+            self.last_eventlog_sha256 = digest
+
+
+class HostEventLog(Base):
+    """A host's last verified event log (``Host.last_eventlog``), whose SHA-256 is also
+    ``hosts.last_eventlog_sha256``."""
+
+    __tablename__ = "host_eventlogs"
+
+    host_id: Mapped[int] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64))
+    eventlog: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Enrolment(Base):
