@@ -26,6 +26,7 @@ import pytest
 from hostseal.server import create_app
 from hostseal.server.clock import FixedClock
 from hostseal.server.context import ServerContext
+from hostseal.server.fastpath import FastPath
 from hostseal.server.settings import ServerSettings
 from hostseal.server.tokens import create_token
 
@@ -186,7 +187,9 @@ def make_server(settings: ServerSettings, clock: FixedClock, suffix: str = "1") 
             role: create_token(session, name=f"{role}-{suffix}", role=role, now=clock.now())
             for role in ("viewer", "operator", "admin")
         }
-    return Server(Api(app), ctx, clock, tokens["viewer"], tokens["operator"], tokens["admin"])
+    return Server(
+        Api(FastPath(app)), ctx, clock, tokens["viewer"], tokens["operator"], tokens["admin"]
+    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,32 +48,66 @@ def http_status(err: HostsealError) -> int:
     return 422 if isinstance(err, refused) else 500
 
 
+def error_body(err: BaseException) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body that answer ``err`` (the routes' handlers and the attestation
+    fast path answer alike). Never a traceback."""
+    if isinstance(err, HostsealError):
+        status = http_status(err)
+        if status >= 500:
+            log.error("request failed: %s", err)
+        return status, err.to_dict()
+    if isinstance(err, OperationalError):
+        # the database restarting or unreachable: the transaction was rolled back, nothing kept
+        log.error("database unavailable: %s", str(err.orig).strip().splitlines()[0])
+        return _body(
+            503,
+            "DatabaseUnavailable",
+            "The server could not reach its database; nothing of this request was kept.",
+            "Retry in a moment (agents do); if it persists, check the database server.",
+        )
+    log.error("internal error", exc_info=err)
+    return _body(
+        500,
+        "InternalError",
+        f"The server failed to handle the request ({type(err).__name__}).",
+        "See the server's log; report it if it persists.",
+    )
+
+
+def invalid_body(errors: Sequence[Any]) -> tuple[int, dict[str, Any]]:
+    """422 RequestInvalid for pydantic's errors of a request body."""
+    problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors]
+    return _body(
+        422,
+        "RequestInvalid",
+        "The request does not have the expected shape: " + "; ".join(problems[:5]),
+        "Check the request against docs/api.md (or GET /v1/openapi.json).",
+        problems=problems,
+    )
+
+
+def _body(
+    status: int, error: str, message: str, remedy: str, **extra: Any
+) -> tuple[int, dict[str, Any]]:
+    return status, {"error": error, "message": message, "remedy": remedy, **extra}
+
+
 def _json(status: int, error: str, message: str, remedy: str, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"error": error, "message": message, "remedy": remedy, **extra}
-    return JSONResponse(body, status_code=status)
+    return _response(_body(status, error, message, remedy, **extra))
+
+
+def _response(answer: tuple[int, dict[str, Any]]) -> JSONResponse:
+    return JSONResponse(answer[1], status_code=answer[0])
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HostsealError)
     async def hostseal_error(_: Request, err: HostsealError) -> JSONResponse:
-        status = http_status(err)
-        if status >= 500:
-            log.error("request failed: %s", err)
-        return JSONResponse(err.to_dict(), status_code=status)
+        return _response(error_body(err))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
-            for e in err.errors()
-        ]
-        return _json(
-            422,
-            "RequestInvalid",
-            "The request does not have the expected shape: " + "; ".join(problems[:5]),
-            "Check the request against docs/api.md (or GET /v1/openapi.json).",
-            problems=problems,
-        )
+        return _response(invalid_body(err.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -85,24 +119,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(_: Request, err: OperationalError) -> JSONResponse:
-        # the database restarting or unreachable: the transaction was rolled back, nothing kept
-        log.error("database unavailable: %s", str(err.orig).strip().splitlines()[0])
-        return _json(
-            503,
-            "DatabaseUnavailable",
-            "The server could not reach its database; nothing of this request was kept.",
-            "Retry in a moment (agents do); if it persists, check the database server.",
-        )
+        return _response(error_body(err))
 
     @app.exception_handler(Exception)
     async def crashed(_: Request, err: Exception) -> JSONResponse:
-        log.exception("internal error")
-        return _json(
-            500,
-            "InternalError",
-            f"The server failed to handle the request ({type(err).__name__}).",
-            "See the server's log; report it if it persists.",
-        )
+        return _response(error_body(err))
 
 
 def run_housekeeping(ctx: ServerContext) -> list[str]:

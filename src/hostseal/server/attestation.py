@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,7 +44,7 @@ from hostseal.server.errors import (
     NotFound,
     Unprocessable,
 )
-from hostseal.server.models import Enrolment, Host, HostEventLog, Policy, Token, Verdict
+from hostseal.server.models import Base, Enrolment, Host, HostEventLog, Policy, Token, Verdict
 from hostseal.server.tokens import AGENT, Principal, authenticate, require_agent, token_hash
 from hostseal.server.verify import DEFAULT_BANK, DEFAULT_PCRS, Appraised, Outcome, PolicyFacts
 
@@ -92,25 +92,48 @@ class AgentHost:
     secure_config: dict[str, Any] | None
 
 
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_tokens, _hosts, _policies = _table(Token), _table(Host), _table(Policy)
+_verdicts, _eventlogs = _table(Verdict), _table(HostEventLog)
+# Built once, run with bound parameters: the hot path pays neither statement construction nor
+# ORM column adaptation (table columns, not ORM attributes), only the execution.
 _AGENT_QUERY = (
     select(
-        Token.name,
-        Host.id,
-        Host.name,
-        Host.status,
-        Host.new_ek_fingerprint,
-        Host.ak_public,
-        Host.policy_name,
-        Policy.digest,
-        Host.last_status,
-        Host.last_messages,
-        Host.appraisal_key,
-        Host.last_eventlog_sha256,
-        Host.secure_config,
+        _tokens.c.name,
+        _hosts.c.id,
+        _hosts.c.name,
+        _hosts.c.status,
+        _hosts.c.new_ek_fingerprint,
+        _hosts.c.ak_public,
+        _hosts.c.policy_name,
+        _policies.c.digest,
+        _hosts.c.last_status,
+        _hosts.c.last_messages,
+        _hosts.c.appraisal_key,
+        _hosts.c.last_eventlog_sha256,
+        _hosts.c.secure_config,
     )
-    .join(Host, Host.id == Token.host_id)
-    .outerjoin(Policy, Policy.name == Host.policy_name)
+    .select_from(
+        _tokens.join(_hosts, _hosts.c.id == _tokens.c.host_id).outerjoin(
+            _policies, _policies.c.name == _hosts.c.policy_name
+        )
+    )
+    .where(
+        _tokens.c.token_sha256 == bindparam("token_sha256"),
+        _tokens.c.revoked_at.is_(None),
+        _tokens.c.role == AGENT,
+    )
 )
+_INSERT_VERDICT = insert(_verdicts)
+_UPDATE_HOST = update(_hosts).where(_hosts.c.id == bindparam("host_id_"))
+_DELETE_LOG = delete(_eventlogs).where(_eventlogs.c.host_id == bindparam("host_id_"))
+_INSERT_LOG = insert(_eventlogs)
+_STORED_LOG = select(_eventlogs.c.eventlog).where(_eventlogs.c.host_id == bindparam("host_id_"))
 
 
 def agent_host(ctx: ServerContext, header: str | None) -> AgentHost:
@@ -121,11 +144,7 @@ def agent_host(ctx: ServerContext, header: str | None) -> AgentHost:
     if scheme.lower() == "bearer" and value.strip():
         with ctx.engine.connect() as connection:
             row = connection.execute(
-                _AGENT_QUERY.where(
-                    Token.token_sha256 == token_hash(value.strip()),
-                    Token.revoked_at.is_(None),
-                    Token.role == AGENT,
-                )
+                _AGENT_QUERY, {"token_sha256": token_hash(value.strip())}
             ).one_or_none()
     if row is None:  # not an agent token: say exactly why
         with ctx.sessions() as session:
@@ -236,9 +255,7 @@ def _audit_refusal(
 def _stored_eventlog(ctx: ServerContext, host_id: int) -> Callable[[], bytes | None]:
     def load() -> bytes | None:
         with ctx.engine.connect() as connection:
-            return connection.scalar(
-                select(HostEventLog.eventlog).where(HostEventLog.host_id == host_id)
-            )
+            return connection.scalar(_STORED_LOG, {"host_id_": host_id})
 
     return load
 
@@ -349,29 +366,26 @@ def _store(
     failed = outcome.status == "Failed"
     cleared = outcome.status == "Passed" and host.last_status != "Passed"
 
+    verdict = {
+        "host_id": host.host_id,
+        "nonce": evidence.nonce,
+        "at": now,
+        "status": outcome.status,
+        "messages": outcome.messages,
+        "policy_name": policy.name if policy else None,
+        "error": type(error).__name__ if error else None,
+    }
+
     def write(session: Session) -> None:
-        session.execute(
-            insert(Verdict).values(
-                host_id=host.host_id,
-                nonce=evidence.nonce,
-                at=now,
-                status=outcome.status,
-                messages=outcome.messages,
-                policy_name=policy.name if policy else None,
-                error=type(error).__name__ if error else None,
-            )
-        )
-        updated = session.execute(
-            update(Host).where(Host.id == host.host_id).values(**changes)
-        ).rowcount  # type: ignore[attr-defined]
+        connection = session.connection()
+        connection.execute(_INSERT_VERDICT, verdict)
+        updated = connection.execute(_UPDATE_HOST, {"host_id_": host.host_id, **changes}).rowcount
         if updated != 1:
             raise NotFound("This agent's host was removed.", "Enrol the host again.")
         if new_log is not None:
-            session.execute(delete(HostEventLog).where(HostEventLog.host_id == host.host_id))
-            session.execute(
-                insert(HostEventLog).values(
-                    host_id=host.host_id, eventlog=new_log[0], sha256=new_log[1]
-                )
+            connection.execute(_DELETE_LOG, {"host_id_": host.host_id})
+            connection.execute(
+                _INSERT_LOG, {"host_id": host.host_id, "eventlog": new_log[0], "sha256": new_log[1]}
             )
         if failed or cleared or config_changed:
             _alarms(session, host.host_id, outcome, failed, cleared, config_changed, now)

@@ -21,6 +21,7 @@ from hostseal.server.api.schemas import (
     SecureConfig,
     VerdictOut,
 )
+from hostseal.server.context import ServerContext
 from hostseal.server.errors import EvidenceMalformed
 from hostseal.server.models import Host
 from hostseal.server.tokens import require_agent
@@ -57,18 +58,19 @@ def enrol_finish(body: EnrolFinish, ctx: Ctx) -> EnrolFinished:
     )
 
 
-def _agent_host(request: Request) -> attestation.AgentHost:
-    """The calling agent's host (one query). The attestation routes take the request itself
-    rather than dependencies: each sync dependency would cost a thread hop per request."""
-    return attestation.agent_host(context_of(request), request.headers.get("authorization"))
-
-
 @router.post("/attest/challenge", response_model=ChallengeOut, dependencies=[Depends(bearer)])
 def challenge(request: Request) -> ChallengeOut:
     """A fresh nonce (single use), its ticket, the PCRs to quote, and the SHA-256 of the event
     log the server holds for the host (the agent may then send that digest instead of the log)."""
-    host = _agent_host(request)
-    return ChallengeOut(**attestation.challenge(context_of(request), host))
+    return challenge_for(context_of(request), request.headers.get("authorization"))
+
+
+def challenge_for(ctx: ServerContext, authorization: str | None) -> ChallengeOut:
+    """The challenge route's work (also answered by :mod:`hostseal.server.fastpath`). The
+    attestation routes resolve their caller here, not with dependencies: each sync dependency
+    costs a thread hop per request."""
+    host = attestation.agent_host(ctx, authorization)
+    return ChallengeOut(**attestation.challenge(ctx, host))
 
 
 def _pcrs(raw: dict[str, dict[str, str]]) -> dict[str, dict[int, bytes]]:
@@ -119,7 +121,12 @@ def evidence(body: EvidenceIn, request: Request) -> VerdictOut:
     """The quote over the challenge's nonce with the challenge's ticket, the PCR values, the
     event log (or its SHA-256 when the challenge named it), the secure-config state. Answers the
     verdict; 409 for a nonce problem, 422 for evidence that does not verify."""
-    host = _agent_host(request)
+    return evidence_for(context_of(request), request.headers.get("authorization"), body)
+
+
+def evidence_for(ctx: ServerContext, authorization: str | None, body: EvidenceIn) -> VerdictOut:
+    """The evidence route's work (also answered by :mod:`hostseal.server.fastpath`)."""
+    host = attestation.agent_host(ctx, authorization)
     submitted = attestation.Evidence(
         nonce=body.nonce.lower(),
         quote=b64(body.quote, "quote"),
@@ -130,7 +137,7 @@ def evidence(body: EvidenceIn, request: Request) -> VerdictOut:
         challenge=body.challenge,
         eventlog_sha256=body.eventlog_sha256.lower() if body.eventlog_sha256 else None,
     )
-    outcome = attestation.submit_evidence(context_of(request), host, submitted)
+    outcome = attestation.submit_evidence(ctx, host, submitted)
     return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
 
 

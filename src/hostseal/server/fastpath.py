@@ -1,0 +1,126 @@
+"""The attestation fast path: the two requests every agent makes every few minutes, answered
+in front of the framework.
+
+``POST /v1/attest/challenge`` and ``POST /v1/attest/evidence`` are most of a fleet's traffic.
+Through FastAPI each request crosses about ten layers of middleware, routing and dependency
+solving before the route runs, which costs more than the route itself. :class:`FastPath` wraps
+the application: these two requests are read, validated with the same pydantic models, handed
+to the same functions as the routes (:func:`~hostseal.server.api.agent.challenge_for`,
+:func:`~hostseal.server.api.agent.evidence_for`) on a worker thread, and answered with the same
+bodies and errors (:func:`~hostseal.server.app.error_body`); every other request goes to the
+application unchanged. The routes stay in the application, so the OpenAPI document describes
+both, and a server without the wrapper answers identically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from hostseal.server.api.agent import challenge_for, evidence_for
+from hostseal.server.api.schemas import EvidenceIn
+from hostseal.server.app import error_body, invalid_body
+from hostseal.server.context import ServerContext
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY = 16 * 1024 * 1024  # an event log of a few MB, base64, with room to spare
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class FastPath:
+    """ASGI: the attestation requests here, everything else to ``app``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app: ASGIApp = app
+        self.ctx: ServerContext = app.state.ctx
+        self.state = app.state  # as the application's (tests reach ctx through it)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/v1/attest/evidence":
+                return await self._answer(scope, receive, send, evidence=True)
+            if path == "/v1/attest/challenge":
+                return await self._answer(scope, receive, send, evidence=False)
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, *, evidence: bool) -> None:
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        try:
+            body = await _read(receive)
+        except BodyTooLarge:
+            await _send(send, 413, _too_large())
+            return
+        try:
+            if evidence:
+                try:
+                    model = EvidenceIn.model_validate_json(body)
+                except ValidationError as exc:
+                    await _send(send, *invalid_body(exc.errors()))
+                    return
+                answer: Any = await run_in_threadpool(evidence_for, self.ctx, authorization, model)
+            else:
+                answer = await run_in_threadpool(challenge_for, self.ctx, authorization)
+        except Exception as exc:  # every error answered as the application answers it
+            await _send(send, *error_body(exc))
+            return
+        await _send_raw(send, 200, answer.model_dump_json().encode())
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _too_large() -> dict[str, Any]:
+    return {
+        "error": "RequestTooLarge",
+        "message": f"The request body is larger than {MAX_BODY // (1024 * 1024)} MiB.",
+        "remedy": "Send the event log as the TPM's firmware wrote it; it is far smaller.",
+    }
+
+
+async def _send(send: Send, status: int, body: dict[str, Any]) -> None:
+    await _send_raw(send, status, json.dumps(body).encode())
+
+
+async def _send_raw(send: Send, status: int, payload: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
