@@ -221,6 +221,10 @@ class Outcome:
     errors: dict[str, int] = field(default_factory=dict)
     per_host: dict[str, int] = field(default_factory=dict)
     ambiguous_per_host: dict[str, int] = field(default_factory=dict)
+    # the nonces of the evidence answered 200, and of evidence sent without an answer: the
+    # verdicts stored must be exactly the first, plus some of the second
+    accepted_nonces: set[str] = field(default_factory=set)
+    unanswered_nonces: set[str] = field(default_factory=set)
 
     def note(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -346,8 +350,10 @@ class Fleet:
                 self.outcome.ambiguous_per_host[host.name] = (
                     self.outcome.ambiguous_per_host.get(host.name, 0) + unanswered
                 )
+                self.outcome.unanswered_nonces.add(data["nonce"])
             status_code = answer.status_code
             if status_code == 200:
+                self.outcome.accepted_nonces.add(data["nonce"])
                 self.outcome.accepted += 1
                 self.outcome.per_host[host.name] = self.outcome.per_host.get(host.name, 0) + 1
                 self.outcome.latencies.append(time.perf_counter() - began)

@@ -160,7 +160,6 @@ def test_no_verdict_lost_or_duplicated_when_an_instance_dies_and_postgres_restar
         rows = connection.execute(
             select(Host.name, Verdict.status).join(Verdict).where(Verdict.id > first)
         ).all()
-    engine.dispose()
     stored: dict[str, int] = {}
     for name, status in rows:
         assert status == "Passed"
@@ -172,6 +171,14 @@ def test_no_verdict_lost_or_duplicated_when_an_instance_dies_and_postgres_restar
         # every accepted verdict is stored; an extra one only where an answer was lost
         assert accepted <= new <= accepted + unanswered, (host.name, accepted, new, unanswered)
     assert sum(out.per_host.values()) == out.accepted > 150
+    # exactly, by nonce: every accepted verdict stored once, nothing stored that was not sent
+    # (a verdict's nonce is unique: a duplicate cannot be stored)
+    with engine.connect() as connection:
+        nonces = list(connection.scalars(select(Verdict.nonce).where(Verdict.id > first)))
+    engine.dispose()
+    assert len(nonces) == len(set(nonces))
+    assert out.accepted_nonces <= set(nonces)
+    assert set(nonces) - out.accepted_nonces <= out.unanswered_nonces
 
 
 def test_sqlite_instance_killed_mid_load_and_started_again_loses_nothing(tmp_path: Path) -> None:
