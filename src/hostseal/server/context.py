@@ -29,9 +29,9 @@ class ServerContext:
 
     @functools.cached_property
     def writer(self) -> BatchWriter:
-        """The attestation path's writes: grouped into one commit per batch on SQLite
-        (:mod:`hostseal.server.writer`), one transaction each on PostgreSQL."""
-        return BatchWriter(self.sessions, batched=self.engine.dialect.name == "sqlite")
+        """The attestation path's writes, grouped into one commit per batch
+        (:mod:`hostseal.server.writer`)."""
+        return BatchWriter(self.sessions, batched=True)
 
     @property
     def challenge_key(self) -> bytes:
