@@ -138,6 +138,7 @@ def main() -> int:
     parser.add_argument("--fleet", type=int, default=10_000)
     parser.add_argument("--fleet-seconds", type=float, default=120)
     parser.add_argument("--no-fleet", action="store_true")
+    parser.add_argument("--only-fleet", action="store_true", help="skip the throughput runs")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="100 hosts, 5 s, a 1,000-host fleet")
     args = parser.parse_args()
@@ -146,14 +147,15 @@ def main() -> int:
     print(f"{os.cpu_count()} CPUs shared by the server(s), PostgreSQL and the load generator\n")
     with tempfile.TemporaryDirectory(prefix="hostseal-e2e-") as tmp:
         pg = None
-        if not args.no_postgres:
+        if not args.no_postgres and not args.only_fleet:
             why = unavailable()
             if why:
                 print(f"PostgreSQL runs skipped: {why}")
             else:
                 pg = PostgresCluster(durable=True).init()
         try:
-            run_throughput(args, Path(tmp), pg)
+            if not args.only_fleet:
+                run_throughput(args, Path(tmp), pg)
         finally:
             if pg is not None:
                 pg.close()

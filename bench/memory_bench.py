@@ -3,7 +3,7 @@ after ``--hosts`` (default 10,000) hosts enrol through the API and each attests 
 
 The baseline is taken after a warm-up (a few hosts enrolled and attested, so every code path is
 loaded); RSS is read from /proc/PID/status (VmRSS) after each phase. The server keeps no per-host
-state in memory (hosts, challenges and verdicts are rows), so what grows is caches and the
+state in memory (hosts and verdicts are rows), so what grows is caches (parsed AKs) and the
 allocator's high-water mark. Target: <= 50 KB per host.
 Run: ``.venv/bin/python bench/memory_bench.py [--hosts N]``.
 """

@@ -4,7 +4,7 @@ Routes are under ``/v1`` (docs/api.md), the OpenAPI document at ``/v1/openapi.js
 metrics at ``/metrics``. Every error is ``HostsealError.to_dict()`` JSON with a status code, never
 a traceback. While the server runs, it keeps its heartbeat in the database and runs the scheduled
 jobs (:mod:`hostseal.server.scheduler`: hosts that stopped reporting become ``not-reporting``, old
-challenges are pruned), claimed so that several instances on one database never run one twice.
+enrolments are pruned), claimed so that several instances on one database never run one twice.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def run_housekeeping(ctx: ServerContext) -> list[str]:
-    """Every background job once, now: mark stale hosts, prune old challenges/enrolments."""
+    """Every background job once, now: mark stale hosts, prune old enrolments."""
     return scheduler.housekeeping(ctx)
 
 

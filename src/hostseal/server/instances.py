@@ -3,8 +3,9 @@
 Each instance registers a row in ``instances`` at start, refreshes its heartbeat every
 ``heartbeat_every`` seconds and marks itself stopped at a clean shutdown. An instance whose
 heartbeat is older than three of its own intervals is shown as not alive (it was killed, or lost
-the database). Nothing is kept in an instance's memory that another instance needs: challenges,
-enrolments, tokens and verdicts are rows, so an agent may reach any instance at any step.
+the database). Nothing is kept in an instance's memory that another instance needs: enrolments,
+tokens and verdicts are rows, and challenges are tickets signed with the shared server key, so an
+agent may reach any instance at any step.
 
 ``scheduled_jobs`` has one row per periodic job (:mod:`hostseal.server.scheduler`): the
 instance that locks a due row (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL) runs the job

@@ -13,8 +13,7 @@ Jobs:
 
 * ``stale-hosts`` -- every ``staleness_check_every``: hosts that have not attested for
   ``stale_after`` become ``not-reporting`` (audited as ``host.not-reporting``);
-* ``prune`` -- every 10 minutes: challenges and enrolments expired for a day, instances gone for
-  a day.
+* ``prune`` -- every 10 minutes: enrolments expired for a day, instances gone for a day.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ def _stale_hosts(ctx: ServerContext, session: Session, now: datetime) -> str:
 def _prune(ctx: ServerContext, session: Session, now: datetime) -> str:
     pruned = attestation.prune(session, now)
     forgotten = instances.forget_old(session, now)
-    return f"{pruned} challenge(s)/enrolment(s) and {forgotten} instance(s) removed"
+    return f"{pruned} enrolment(s) and {forgotten} instance(s) removed"
 
 
 @dataclass(frozen=True)
