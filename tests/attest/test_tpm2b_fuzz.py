@@ -151,3 +151,22 @@ def test_the_one_pass_quote_reader_agrees_with_the_full_parser(forge, data: st.D
     if fast is not None:
         assert fast == full
     assert quote_fields(seed) == _full(seed) is not None
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_one_read_signature_parser_agrees_with_the_field_by_field_one(
+    forge, data: st.DataObject
+) -> None:  # type: ignore[no-untyped-def]
+    from hostseal.attest.tpm2b import read_signature
+
+    rsa_quote, ecc_quote = _seeds(forge)
+    seed = data.draw(st.sampled_from([rsa_quote.signature, ecc_quote.signature]))
+    raw = data.draw(st.one_of(st.just(seed), st.builds(lambda: _mutate(seed, data))))
+    try:
+        expected = read_signature(raw)
+    except QuoteMalformed:
+        with pytest.raises(QuoteMalformed):
+            parse_signature(raw)
+        return
+    assert parse_signature(raw) == expected

@@ -57,7 +57,7 @@ class Judged:
     messages: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made for every attestation, and frozen costs per field
 class Appraisal:
     """The outcome of :func:`appraise`. ``verdict`` is the policy's full verdict (findings
     included) and ``pcrs`` the verified PCR values when the evidence was appraised in full;

@@ -92,7 +92,7 @@ class HashAlg:
 
     def crypto(self) -> hashes.HashAlgorithm:
         """The ``cryptography`` hash object, for signature verification."""
-        return _CRYPTO_HASHES[self.alg_id]()
+        return _CRYPTO_HASH_OBJECTS[self.alg_id]
 
 
 HASHES: dict[int, HashAlg] = {
@@ -110,6 +110,8 @@ _CRYPTO_HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     ALG_SHA384: hashes.SHA384,
     ALG_SHA512: hashes.SHA512,
 }
+# stateless: one instance each, shared by every verification
+_CRYPTO_HASH_OBJECTS = {alg_id: cls() for alg_id, cls in _CRYPTO_HASHES.items()}
 HASHES_BY_NAME = {h.name: h for h in HASHES.values()}
 HASHES_BY_SIZE = {h.size: h for h in HASHES.values()}  # sizes are distinct among these four
 
@@ -410,6 +412,7 @@ def parse_attest(data: bytes | bytearray | memoryview) -> Attest:
     return Attest(*common, body=r.take(r.left, "attested"))
 
 
+_SIG_HEAD = struct.Struct(">HHH")  # sigAlg, hash, the size of the first TPM2B
 _QUOTE_HEAD = struct.Struct(">IHH")  # magic, type, the size of qualifiedSigner
 
 
@@ -525,6 +528,21 @@ def parse_signature(data: bytes | bytearray | memoryview) -> Signature:
     """Parse a TPMT_SIGNATURE (what ``tpm2_quote -s`` writes). Raises :class:`QuoteMalformed`
     for a malformed one or a scheme hostseal does not verify (RSASSA, RSAPSS, ECDSA are)."""
     raw = bytes(data)
+    if len(raw) >= 6:  # the well-formed case in one read; anything else field by field below
+        sig_alg, hash_alg, size = _SIG_HEAD.unpack_from(raw)
+        if hash_alg in HASHES:
+            if sig_alg in (ALG_RSASSA, ALG_RSAPSS) and size <= 2048 and len(raw) == 6 + size:
+                return Signature(sig_alg, hash_alg, rsa_sig=raw[6:])
+            if sig_alg == ALG_ECDSA and size <= 128 and len(raw) >= 8 + size:
+                end = 6 + size
+                s_size = raw[end] << 8 | raw[end + 1]
+                if s_size <= 128 and len(raw) == end + 2 + s_size:
+                    return Signature(sig_alg, hash_alg, r=raw[6:end], s=raw[end + 2 :])
+    return read_signature(raw)
+
+
+def read_signature(raw: bytes) -> Signature:
+    """:func:`parse_signature` field by field, naming what is wrong (and its reference)."""
     r = Reader(raw, "TPMT_SIGNATURE")
     sig_alg = r.u16("sigAlg")
     if sig_alg not in SIGNATURE_SCHEMES:
