@@ -299,7 +299,36 @@ def _stored_eventlog(ctx: ServerContext, host_id: int) -> Callable[[], bytes | N
     return load
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Evidence appraised, its verdict ready to be stored (``write``) and then answered
+    (:func:`settle`)."""
+
+    host: AgentHost
+    nonce: str
+    now: datetime
+    outcome: Outcome
+    error: HostsealError | None
+    write: Callable[[Session], None]
+
+
 def submit_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> Outcome:
+    """Appraise the evidence, store the verdict, answer it (or raise its error)."""
+    prepared = prepare_evidence(ctx, host, evidence)
+    assert prepared is not None
+    try:
+        ctx.writer.run(prepared.write)
+    except IntegrityError as exc:
+        return settle(ctx, prepared, exc)
+    return settle(ctx, prepared, None)
+
+
+def prepare_evidence(
+    ctx: ServerContext, host: AgentHost, evidence: Evidence, *, scan_signers: bool = True
+) -> Prepared | None:
+    """Everything before the verdict is stored: nonce, appraisal, the verdict. With
+    ``scan_signers`` False, a quote whose signature fails gives None instead of a search of the
+    other hosts' AKs for its signer (slow: the caller runs :func:`submit_evidence` elsewhere)."""
     now = ctx.clock.now()
     _may_attest(host)
     _check_nonce(ctx, host, evidence, now)
@@ -334,6 +363,8 @@ def submit_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> 
     except EventLogUnknown:
         raise
     except HostsealError as exc:
+        if not scan_signers and type(exc).__name__ == "QuoteSignatureInvalid":
+            return None
         error = _other_signer(ctx, host.host_id, host.name, evidence, exc)
     if appraised is None:
         assert error is not None
@@ -342,10 +373,26 @@ def submit_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> 
         outcome = Outcome("Warning", [NO_POLICY])
     else:
         outcome = appraised.outcome
-    _store(ctx, host, evidence, appraised, outcome, policy, error, now)
-    if error is not None:
-        raise error
-    return outcome
+    write = _verdict_write(ctx, host, evidence, appraised, outcome, policy, error, now)
+    return Prepared(host, evidence.nonce, now, outcome, error, write)
+
+
+def settle(ctx: ServerContext, prepared: Prepared, stored: BaseException | None) -> Outcome:
+    """The answer once the write is done: its outcome, or the evidence's error; a write that
+    failed on the verdicts' unique nonce is a replay (audited)."""
+    if isinstance(stored, IntegrityError):
+        with ctx.engine.connect() as connection:
+            used = connection.scalar(select(Verdict.id).where(Verdict.nonce == prepared.nonce))
+        if used is not None:  # a verdict holds this nonce: the quote was seen before
+            refusal = _replayed(prepared.nonce)
+            _audit_refusal(ctx, prepared.host, refusal, prepared.now)
+            raise refusal from None
+        raise NotFound("This agent's host was removed.", "Enrol the host again.") from None
+    if stored is not None:
+        raise stored
+    if prepared.error is not None:
+        raise prepared.error
+    return prepared.outcome
 
 
 def _other_signer(
@@ -370,7 +417,7 @@ def _other_signer(
     return exc
 
 
-def _store(
+def _verdict_write(
     ctx: ServerContext,
     host: AgentHost,
     evidence: Evidence,
@@ -379,8 +426,9 @@ def _store(
     policy: PolicyFacts | None,
     error: HostsealError | None,
     now: datetime,
-) -> None:
-    """The verdict and the host's new state in one transaction; alarms only on a change."""
+) -> Callable[[Session], None]:
+    """The write of the verdict and the host's new state (one transaction, with others in a
+    batch: :mod:`hostseal.server.writer`); alarms only when the status changes."""
     new_log: tuple[bytes, str | None] | None = None
     changes: dict[str, Any] = {
         "status": outcome.status.lower(),
@@ -429,16 +477,7 @@ def _store(
         if failed or cleared or config_changed:
             _alarms(session, host.host_id, outcome, failed, cleared, config_changed, now)
 
-    try:
-        ctx.writer.run(write)
-    except IntegrityError:
-        with ctx.engine.connect() as connection:
-            used = connection.scalar(select(Verdict.id).where(Verdict.nonce == evidence.nonce))
-        if used is not None:  # a verdict holds this nonce: the quote was seen before
-            refusal = _replayed(evidence.nonce)
-            _audit_refusal(ctx, host, refusal, now)
-            raise refusal from None
-        raise NotFound("This agent's host was removed.", "Enrol the host again.") from None
+    return write
 
 
 def _alarms(

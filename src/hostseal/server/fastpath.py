@@ -14,15 +14,19 @@ both, and a server without the wrapper answers identically.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
 
-from hostseal.server.api.agent import challenge_for, evidence_for
-from hostseal.server.api.schemas import EvidenceIn
+from hostseal.server import attestation
+from hostseal.server.api.agent import challenge_for, evidence_for, submitted
+from hostseal.server.api.schemas import EvidenceIn, VerdictOut
 from hostseal.server.app import error_body, invalid_body
 from hostseal.server.context import ServerContext
 
@@ -46,6 +50,13 @@ class FastPath:
         self.app: ASGIApp = app
         self.ctx: ServerContext = app.state.ctx
         self.state = app.state  # as the application's (tests reach ctx through it)
+        # A small pool of its own: fewer threads contending for the GIL than the framework's 40
+        workers = int(os.environ.get("HOSTSEAL_FASTPATH_THREADS", "16"))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attest")
+        # SQLite answers the one read of a request from the local file in tens of µs: on the
+        # event loop, without a thread hop (measured: 470 -> 830 attestations/s with the
+        # challenge alone). A network database could stall the loop: threads there.
+        self.inline = self.ctx.engine.dialect.name == "sqlite"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -74,13 +85,39 @@ class FastPath:
                 except ValidationError as exc:
                     await _send(send, *invalid_body(exc.errors()))
                     return
-                answer: Any = await run_in_threadpool(evidence_for, self.ctx, authorization, model)
+                if self.inline:
+                    answer: Any = await self._evidence_inline(authorization, model)
+                else:
+                    answer = await self._run(evidence_for, self.ctx, authorization, model)
+            elif self.inline:
+                answer = challenge_for(self.ctx, authorization)
             else:
-                answer = await run_in_threadpool(challenge_for, self.ctx, authorization)
+                answer = await self._run(challenge_for, self.ctx, authorization)
         except Exception as exc:  # every error answered as the application answers it
             await _send(send, *error_body(exc))
             return
         await _send_raw(send, 200, answer.model_dump_json().encode())
+
+    async def _evidence_inline(self, authorization: str | None, body: EvidenceIn) -> VerdictOut:
+        """The evidence on the event loop (SQLite): appraised here, written by the group-commit
+        writer while the loop serves others. A quote whose signature fails goes to a worker
+        thread: finding which host's AK signed it checks every enrolled AK."""
+        ctx = self.ctx
+        host = attestation.agent_host(ctx, authorization)
+        evidence = submitted(body)
+        prepared = attestation.prepare_evidence(ctx, host, evidence, scan_signers=False)
+        if prepared is None:
+            answer: VerdictOut = await self._run(evidence_for, ctx, authorization, body)
+            return answer
+        try:
+            await asyncio.wrap_future(ctx.writer.submit(prepared.write))
+        except IntegrityError as exc:
+            attestation.settle(ctx, prepared, exc)  # raises: a replay, or the host removed
+        outcome = attestation.settle(ctx, prepared, None)
+        return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
+
+    async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
 
 
 async def _read(receive: Receive) -> bytes:

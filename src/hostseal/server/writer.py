@@ -44,10 +44,15 @@ class BatchWriter:
         if not self._batched:
             with self._sessions.begin() as session:
                 return work(session)
+        return self.submit(work).result()
+
+    def submit(self, work: Callable[[Session], T]) -> Future[T]:
+        """Queue ``work``; the future is done when it is committed (or failed). An event loop
+        awaits it with ``asyncio.wrap_future`` instead of holding a thread."""
         self._ensure_thread()
         future: Future[T] = Future()
         self._queue.put((work, future))
-        return future.result()
+        return future
 
     def close(self) -> None:
         if self._thread is not None:

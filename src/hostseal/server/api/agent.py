@@ -127,7 +127,13 @@ def evidence(body: EvidenceIn, request: Request) -> VerdictOut:
 def evidence_for(ctx: ServerContext, authorization: str | None, body: EvidenceIn) -> VerdictOut:
     """The evidence route's work (also answered by :mod:`hostseal.server.fastpath`)."""
     host = attestation.agent_host(ctx, authorization)
-    submitted = attestation.Evidence(
+    outcome = attestation.submit_evidence(ctx, host, submitted(body))
+    return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
+
+
+def submitted(body: EvidenceIn) -> attestation.Evidence:
+    """The evidence in the service's terms; 422 naming the field that does not decode."""
+    return attestation.Evidence(
         nonce=body.nonce.lower(),
         quote=b64(body.quote, "quote"),
         signature=b64(body.signature, "signature"),
@@ -137,8 +143,6 @@ def evidence_for(ctx: ServerContext, authorization: str | None, body: EvidenceIn
         challenge=body.challenge,
         eventlog_sha256=body.eventlog_sha256.lower() if body.eventlog_sha256 else None,
     )
-    outcome = attestation.submit_evidence(ctx, host, submitted)
-    return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
 
 
 @router.get("/attest/status")
