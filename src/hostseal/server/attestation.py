@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from hostseal.errors import HostsealError
@@ -156,17 +156,21 @@ def _agent_row(engine: Engine, token_sha256: str) -> tuple[Any, ...] | None:
     the engine's per-statement bookkeeping (measured: the larger part of its cost)."""
     sql, params, order = _agent_sql(engine.dialect)
     params = {**params, "token_sha256": token_sha256}
-    raw = engine.raw_connection()
+    dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
-        cursor = raw.cursor()
+        raw = engine.raw_connection()
         try:
-            cursor.execute(sql, tuple(params[k] for k in order) if order else params)
-            row = cursor.fetchone()
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, tuple(params[k] for k in order) if order else params)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            raw.rollback()  # end the read (PostgreSQL opens a transaction for it)
         finally:
-            cursor.close()
-        raw.rollback()  # end the read (PostgreSQL opens a transaction for it)
-    finally:
-        raw.close()  # back to the pool
+            raw.close()  # back to the pool
+    except dbapi_error as exc:  # as the engine would raise it (a lost database: 503)
+        raise DBAPIError.instance(sql, params, exc, dbapi_error) from exc
     if row is None:
         return None
     values = list(row)
