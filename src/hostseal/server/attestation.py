@@ -151,14 +151,15 @@ def _agent_sql(dialect: Dialect) -> tuple[str, dict[str, Any], tuple[str, ...] |
     return str(compiled), params, order
 
 
-def _agent_row(engine: Engine, token_sha256: str) -> tuple[Any, ...] | None:
-    """_AGENT_QUERY on a pooled DBAPI connection: the one query of every agent request, without
-    the engine's per-statement bookkeeping (measured: the larger part of its cost)."""
+def _agent_row(engine: Engine, token_sha256: str, reader: Any = None) -> tuple[Any, ...] | None:
+    """_AGENT_QUERY on a DBAPI connection (``reader``, or one from the pool): the one query of
+    every agent request, without the engine's per-statement bookkeeping (measured: the larger
+    part of its cost)."""
     sql, params, order = _agent_sql(engine.dialect)
     params = {**params, "token_sha256": token_sha256}
     dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
-        raw = engine.raw_connection()
+        raw = reader if reader is not None else engine.raw_connection()
         try:
             cursor = raw.cursor()
             try:
@@ -168,7 +169,8 @@ def _agent_row(engine: Engine, token_sha256: str) -> tuple[Any, ...] | None:
                 cursor.close()
             raw.rollback()  # end the read (PostgreSQL opens a transaction for it)
         finally:
-            raw.close()  # back to the pool
+            if reader is None:
+                raw.close()  # back to the pool
     except dbapi_error as exc:  # as the engine would raise it (a lost database: 503)
         raise DBAPIError.instance(sql, params, exc, dbapi_error) from exc
     if row is None:
@@ -182,13 +184,14 @@ def _agent_row(engine: Engine, token_sha256: str) -> tuple[Any, ...] | None:
     return tuple(values)
 
 
-def agent_host(ctx: ServerContext, header: str | None) -> AgentHost:
-    """The host of the agent token in an ``Authorization: Bearer`` header, in one query; the
-    precise 401/403 of :func:`~hostseal.server.tokens.authenticate` otherwise."""
+def agent_host(ctx: ServerContext, header: str | None, reader: Any = None) -> AgentHost:
+    """The host of the agent token in an ``Authorization: Bearer`` header, in one query (on
+    ``reader``, a DBAPI connection kept by the caller, or a pooled one); the precise 401/403 of
+    :func:`~hostseal.server.tokens.authenticate` otherwise."""
     scheme, _, value = (header or "").partition(" ")
     row = None
     if scheme.lower() == "bearer" and value.strip():
-        row = _agent_row(ctx.engine, token_hash(value.strip()))
+        row = _agent_row(ctx.engine, token_hash(value.strip()), reader)
     if row is None:  # not an agent token: say exactly why
         with ctx.sessions() as session:
             require_agent(authenticate(session, header))

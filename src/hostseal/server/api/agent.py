@@ -65,11 +65,13 @@ def challenge(request: Request) -> ChallengeOut:
     return challenge_for(context_of(request), request.headers.get("authorization"))
 
 
-def challenge_for(ctx: ServerContext, authorization: str | None) -> ChallengeOut:
+def challenge_for(
+    ctx: ServerContext, authorization: str | None, reader: Any = None
+) -> ChallengeOut:
     """The challenge route's work (also answered by :mod:`hostseal.server.fastpath`). The
     attestation routes resolve their caller here, not with dependencies: each sync dependency
     costs a thread hop per request."""
-    host = attestation.agent_host(ctx, authorization)
+    host = attestation.agent_host(ctx, authorization, reader)
     return ChallengeOut(**attestation.challenge(ctx, host))
 
 
