@@ -68,7 +68,7 @@ class PolicyFacts:
     pcrs: tuple[int, ...]
     document: str
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         return document_digest(self.document)
 
@@ -229,7 +229,7 @@ class AttestVerifier:
                 signature,
                 nonce=nonce,
                 pcrs=pcrs,
-                policy=self._policy(policy.document),
+                policy=self._policy(policy),
                 policy_sha256=policy.digest,
                 eventlog=eventlog,
                 eventlog_sha256=eventlog_sha256,
@@ -247,16 +247,15 @@ class AttestVerifier:
             appraisal.eventlog_sha256,
         )
 
-    def _policy(self, document: str) -> Any:
+    def _policy(self, facts: PolicyFacts) -> Any:
         """The parsed policy, kept by digest (policies are few and change rarely)."""
-        digest = document_digest(document)
-        policy = self._policies.get(digest)
+        policy = self._policies.get(facts.digest)
         if policy is None:
             from hostseal.attest import ReferencePolicy
 
             if len(self._policies) >= 256:
                 self._policies.clear()
-            policy = self._policies[digest] = ReferencePolicy.from_json(document)
+            policy = self._policies[facts.digest] = ReferencePolicy.from_json(facts.document)
         return policy
 
     def signed_by(self, ak_public: bytes, quote: bytes, signature: bytes) -> bool:
@@ -282,7 +281,7 @@ class AttestVerifier:
     def evaluate(self, policy: PolicyFacts, evidence: CheckedEvidence) -> Outcome:
         from hostseal.attest import evaluate
 
-        verdict = evaluate(self._policy(policy.document), evidence.pcrs, evidence.parsed)
+        verdict = evaluate(self._policy(policy), evidence.pcrs, evidence.parsed)
         findings = [_finding(f) for f in getattr(verdict, "findings", [])]
         return Outcome(str(verdict.status), list(verdict.messages), findings)
 
