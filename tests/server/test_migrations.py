@@ -67,3 +67,62 @@ def test_sqlite_is_durable_and_enforces_foreign_keys(tmp_path: Path) -> None:
         }
     engine.dispose()
     assert pragmas == {"foreign_keys": 1, "journal_mode": "wal", "synchronous": 2}
+
+
+def test_0003_keeps_policies_and_event_logs_and_goes_back(tmp_path: Path) -> None:
+    """Upgrading a database with data: each policy gets its digest, each host's event log moves
+    to host_eventlogs with its SHA-256, the challenges table goes; a downgrade brings them back."""
+    import hashlib
+
+    from alembic import command
+    from sqlalchemy import text
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'data.db'}")
+    db.migrate(engine, "0002")
+    log = b"\x03\x00\x00\x00" + bytes(range(256)) * 40
+    document = '{"format": "hostseal-reference-policy", "version": 1, "name": "gold"}\n'
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO policies (name, document, updated_at, updated_by) "
+                "VALUES ('gold', :document, '2026-11-23 10:00:00', 'test')"
+            ),
+            {"document": document},
+        )
+        for name, eventlog in (("with-log", log), ("without-log", None)):
+            connection.execute(
+                text(
+                    "INSERT INTO hosts (name, status, enrolled_at, ek_public, ek_fingerprint, "
+                    "ek_trusted, ak_public, ak_name, reconnect_allowed, last_messages, "
+                    "last_eventlog, policy_name) VALUES (:name, 'passed', '2026-11-23 10:00:00', "
+                    "x'01', 'ff', 1, x'02', '00', 0, '[]', :log, 'gold')"
+                ),
+                {"name": name, "log": eventlog},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO tokens (name, role, token_sha256, host_id, created_at) "
+                "SELECT 'agent:' || name, 'agent', name, id, '2026-11-23 10:00:00' FROM hosts"
+            )
+        )
+    db.migrate(engine)
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT digest FROM policies")) == (
+            hashlib.sha256(document.encode()).hexdigest()
+        )
+        rows = dict(connection.execute(text("SELECT name, last_eventlog_sha256 FROM hosts")).all())
+        assert rows == {"with-log": hashlib.sha256(log).hexdigest(), "without-log": None}
+        stored = connection.execute(text("SELECT sha256, eventlog FROM host_eventlogs")).all()
+        assert stored == [(hashlib.sha256(log).hexdigest(), log)]
+        # nothing that refers to a host or a policy was lost when their tables were rebuilt
+        assert connection.scalar(text("SELECT count(*) FROM tokens")) == 2
+        assert set(connection.scalars(text("SELECT policy_name FROM hosts"))) == {"gold"}
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert "challenges" not in inspect(engine).get_table_names()
+
+    command.downgrade(db.alembic_config(engine), "0002")
+    with engine.connect() as connection:
+        back = dict(connection.execute(text("SELECT name, last_eventlog FROM hosts")).all())
+    assert back == {"with-log": log, "without-log": None}
+    assert "challenges" in inspect(engine).get_table_names()
+    engine.dispose()
