@@ -31,7 +31,7 @@ class ServerContext:
     def writer(self) -> BatchWriter:
         """The attestation path's writes, grouped into one commit per batch
         (:mod:`hostseal.server.writer`)."""
-        return BatchWriter(self.sessions, batched=True)
+        return BatchWriter(self.sessions)
 
     @property
     def challenge_key(self) -> bytes:

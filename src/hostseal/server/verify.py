@@ -94,17 +94,6 @@ class Verifier(Protocol):
         self, certificate: bytes, ek_public: bytes, at: datetime
     ) -> bool: ...
 
-    def verify_quote(
-        self,
-        ak_public: bytes,
-        quote: bytes,
-        signature: bytes,
-        *,
-        nonce: bytes,
-        pcrs: Pcrs,
-        eventlog: bytes | None,
-    ) -> CheckedEvidence: ...
-
     def appraise(
         self,
         ak_public: bytes,
@@ -178,24 +167,6 @@ class AttestVerifier:
         except EkCertificateUntrusted:
             return False
         return True
-
-    def verify_quote(
-        self,
-        ak_public: bytes,
-        quote: bytes,
-        signature: bytes,
-        *,
-        nonce: bytes,
-        pcrs: Pcrs,
-        eventlog: bytes | None,
-    ) -> CheckedEvidence:
-        from hostseal.attest import verify_quote
-
-        result = verify_quote(
-            _load_ak(ak_public), quote, signature, nonce=nonce, pcrs=pcrs, eventlog=eventlog
-        )
-        verified = {bank: dict(values) for bank, values in result.pcrs.items()}
-        return CheckedEvidence(verified, eventlog, result.eventlog)
 
     def appraise(
         self,

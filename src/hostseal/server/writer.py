@@ -30,9 +30,8 @@ _STOP = object()
 class BatchWriter:
     """``run(work)``: ``work(session)`` inside a committed transaction, its result returned."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, batched: bool, max_batch: int = 256):
+    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 256):
         self._sessions = sessions
-        self._batched = batched
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -41,9 +40,6 @@ class BatchWriter:
         self.writes = 0
 
     def run(self, work: Callable[[Session], T]) -> T:
-        if not self._batched:
-            with self._sessions.begin() as session:
-                return work(session)
         return self.submit(work).result()
 
     def submit(self, work: Callable[[Session], T]) -> Future[T]:
