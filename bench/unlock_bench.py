@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hostseal import lab
-from hostseal.secureconfig import manager
+from hostseal.secureconfig import _generation, manager
 
 
 def make_config(root: Path, megabytes: int) -> None:
@@ -72,8 +72,8 @@ def main() -> None:
             ctx = manager.HostContext(host.tcti, host.eventlog, work / "bootbank")
             manager.save(ctx, [config])
             state_size = (work / "bootbank" / "state.tgz").stat().st_size
-            manager.open_tpm = timed(manager.open_tpm)  # type: ignore[assignment]
-            manager.unseal = timed(manager.unseal)  # type: ignore[assignment]
+            _generation.open_tpm = timed(_generation.open_tpm)  # type: ignore[assignment]
+            _generation.unseal = timed(_generation.unseal)  # type: ignore[assignment]
             totals, tpms = [], []
             for run in range(args.runs):
                 target = shm / f"run{run}"

@@ -80,8 +80,8 @@ SCENARIOS = {
         {"bootloader": "grub-2.12-evil"},
         "Failed",
         [
-            "Boot loader digest not allowed by policy: \\EFI\\debian\\grubx64.efi sha256 "
-            + image("grub-2.12-evil")
+            "Boot loader digest not allowed by policy: \\EFI\\debian\\grubx64.efi "
+            "(path unverified) sha256 " + image("grub-2.12-evil")
         ],
         ["boot_application_not_allowed"],
     ),
@@ -89,15 +89,15 @@ SCENARIOS = {
         {"shim": "shim-15.7"},
         "Failed",
         [
-            "Boot loader digest not allowed by policy: \\EFI\\debian\\shimx64.efi sha256 "
-            + image("shim-15.7")
+            "Boot loader digest not allowed by policy: \\EFI\\debian\\shimx64.efi "
+            "(path unverified) sha256 " + image("shim-15.7")
         ],
     ),
     "another kernel": Scenario(
         {"kernel": "vmlinuz-6.1.0-rootkit"},
         "Failed",
         [
-            "Kernel image digest not allowed by policy: \\vmlinuz sha256 "
+            "Kernel image digest not allowed by policy: \\vmlinuz (path unverified) sha256 "
             + image("vmlinuz-6.1.0-rootkit")
         ],
     ),
@@ -123,8 +123,8 @@ SCENARIOS = {
         "Failed",
         [
             SB_OFF,
-            "Boot loader digest not allowed by policy: \\EFI\\debian\\grubx64.efi sha256 "
-            + image("grub-evil"),
+            "Boot loader digest not allowed by policy: \\EFI\\debian\\grubx64.efi "
+            "(path unverified) sha256 " + image("grub-evil"),
             "PCR 0 does not match the policy (firmware changed)",
             "PCR 7 does not match the policy (Secure Boot policy changed)",
         ],
@@ -269,8 +269,8 @@ def test_keylime_secure_boot_off_fails_a_secure_boot_on_policy(corpus: Path) -> 
         "pcr_mismatch",
     ]
     assert (
-        "Boot loader digest not allowed by policy: \\EFI\\fedora\\grubx64.efi sha256 "
-        in "\n".join(verdict.messages)
+        "Boot loader digest not allowed by policy: \\EFI\\fedora\\grubx64.efi "
+        "(path unverified) sha256 " in "\n".join(verdict.messages)
     )
     assert verdict.messages[-3:] == [
         "PCR 0 does not match the policy (firmware changed)",
@@ -351,8 +351,8 @@ LAB_HOST_CASES = [
         BootConfig(bootloader="grub-2.12-untrusted"),
         "Failed",
         [
-            "Boot loader digest not allowed by policy: \\EFI\\debian\\grubx64.efi sha256 "
-            + image("grub-2.12-untrusted")
+            "Boot loader digest not allowed by policy: \\EFI\\debian\\grubx64.efi "
+            "(path unverified) sha256 " + image("grub-2.12-untrusted")
         ],
     ),
     (

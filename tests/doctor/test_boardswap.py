@@ -97,7 +97,7 @@ def items(data: dict[str, object]) -> dict[str, dict[str, object]]:
 
 
 def test_before_board_swap(host: Host, tmp_path: Path, run: Cli) -> None:
-    [key] = manager.recovery_list(host.ctx)
+    [key] = manager.recovery_list(host.ctx, "test")
     key_file = tmp_path / "recovery-key.txt"
     key_file.write_text(key.formatted_key + "\n")
     backup = tmp_path / "backup.tgz"

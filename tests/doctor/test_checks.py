@@ -51,7 +51,7 @@ def test_violations_are_foreseen(
     manager.unlock(h.ctx, shm / "good")  # the pre-flight was right
 
     # Recovery key shown (audited), then escrowed; the agent enrolled.
-    [key] = manager.recovery_list(h.ctx)
+    [key] = manager.recovery_list(h.ctx, "test")
     r = h.checks(seen)
     assert (r["escrow"].state, r["escrow"].reason) == ("warn", "listed-only")
     assert "shown by 'hostseal recovery list'" in r["escrow"].detail
@@ -133,7 +133,7 @@ def test_tpm_cleared_replaced_missing_are_foreseen(
     seen = Seen("tpm-identity", kb)
     h = Host.start(lab_dir, tmp_path, kb, "ident")
     h.save()
-    [key] = manager.recovery_list(h.ctx)
+    [key] = manager.recovery_list(h.ctx, "test")
     backup = tmp_path / "backup.tgz"
     manager.backup(h.ctx, backup)
 

@@ -26,16 +26,21 @@ from hostseal.attest.errors import (
     QuoteEventLogMismatch,
     QuoteSignatureInvalid,
 )
-from hostseal.attest.policy import capture_policy
+from hostseal.attest.policy import ReferencePolicy, capture_policy
 from hostseal.attest.verdict import evaluate as judge
 from hostseal.doctor import KnowledgeBase, LogInput, scan
 from hostseal.doctor.checks import REASONS
 from hostseal.errors import HostsealError
 from hostseal.lab import BootConfig, measure_boot
 from hostseal.measure import (
+    EventDataForged,
+    EventLog,
     EventLogReplayMismatch,
+    EventLogWriter,
+    EventType,
     PcrMismatch,
     diff_logs,
+    kernel_cmdline,
     parse_event_log,
     replay,
 )
@@ -53,7 +58,13 @@ from hostseal.secureconfig.store import Bundle, Store
 from hostseal.server.attestation import _may_attest
 from hostseal.server.client import Client
 from hostseal.server.enrol import PENDING, TPM_CHANGED
-from hostseal.server.errors import EkNotTrusted, PolicyRefused, TpmChanged, Unauthenticated
+from hostseal.server.errors import (
+    EkNotTrusted,
+    PolicyRefused,
+    TpmChangeRejected,
+    TpmChangeRequested,
+    Unauthenticated,
+)
 from hostseal.tpm import parse_tcti
 from hostseal.tpm.attestation import AkUnavailable
 from hostseal.tpm.device import check_device, translate
@@ -127,6 +138,31 @@ def verdict(**changes: object) -> str:
     result = judge(policy, replay(boot), boot)
     assert result.status == "Failed"
     return "\n".join(result.messages)
+
+
+def _forged_boot() -> EventLog:
+    """A boot with init=/bin/sh whose PCR 8 event text was rewritten, digests untouched."""
+    writer = EventLogWriter(banks=("sha256",))
+    text = b"BOOT_IMAGE=/boot/vmlinuz-6.1.0-lab init=/bin/sh"
+    writer.add(8, EventType.EV_IPL, b"kernel_cmdline: ro quiet\0", digest_data=text)
+    return parse_event_log(writer.to_bytes())
+
+
+def forged_verdict() -> str:
+    """The verdict's messages for the forged boot, under a command-line policy."""
+    boot = _forged_boot()
+    policy = ReferencePolicy("cmdline", kernel_cmdlines=("ro quiet",), quote_pcrs=(8,))
+    result = judge(policy, replay(boot), boot)
+    assert result.status == "Failed"
+    return "\n".join(result.messages)
+
+
+def forged_cmdline() -> BaseException:
+    try:
+        kernel_cmdline(_forged_boot())
+    except EventDataForged as err:
+        return err
+    raise AssertionError("a forged command line was read")
 
 
 def not_trusted(status: str) -> Callable[[], BaseException]:
@@ -268,7 +304,16 @@ TRIGGERS: dict[str, list[Trigger]] = {
     ],
     "attestation-ek-changed": [
         Lines("The new host TPM endorsement key doesn't match the one stored in the DB"),
-        Raised(lambda: TpmChanged("Host esx1 presents another TPM.", "Re-register it."), False),
+        Raised(
+            lambda: TpmChangeRequested(
+                "Host 'esx1' is enrolled with another TPM (EK fingerprint aa); this TPM (EK "
+                "fingerprint bb) is not enrolled. It is kept as TPM change request 3 for an "
+                "operator to decide.",
+                "An operator runs 'hostseal host accept-tpm esx1 --request 3 --reason ...'.",
+            ),
+            False,
+        ),
+        Raised(lambda: TpmChangeRejected("Rejected.", "Ask the operators."), False),
         Raised(not_trusted(TPM_CHANGED), error=False),
     ],
     "recovery-key-not-escrowed": [
@@ -351,6 +396,10 @@ TRIGGERS: dict[str, list[Trigger]] = {
     "attestation-policy-mismatch": [
         Lines(verdict(kernel="vmlinuz-6.9.0-unknown"), "hostseal-server.log"),
         Lines(verdict(kernel_cmdline="BOOT_IMAGE=/boot/vmlinuz-6.1.0-lab init=/bin/sh")),
+    ],
+    "eventlog-data-forged": [
+        Lines(forged_verdict(), "hostseal-server.log"),
+        Raised(forged_cmdline),
     ],
     "attestation-alarm": [Lines("Host TPM attestation alarm")],
     "attestation-ek-untrusted": [

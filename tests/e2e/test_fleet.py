@@ -9,6 +9,7 @@ import time
 import pytest
 
 from hostseal import lab
+from hostseal.agent import Agent, AgentConfig
 from hostseal.measure import parse_event_log
 from hostseal.secureconfig import manager
 from hostseal.server.client import ApiError
@@ -36,11 +37,18 @@ def three_passing_hosts(fleet: Fleet) -> None:
     assert first.status == "Warning"
     assert "No reference policy" in " ".join(first.messages)
     captured = fleet.service.cli(
-        fleet.service.operator, "policy", "capture", "golden", "--host", "esx1"
+        fleet.service.operator,
+        "policy",
+        "capture",
+        "golden",
+        "--host",
+        "esx1",
+        "--reason",
+        "golden",
     )
     assert captured.returncode == 0, captured.stderr
     assigned = fleet.service.cli(
-        fleet.service.operator, "policy", "assign", "golden", "esx2", "esx3"
+        fleet.service.operator, "policy", "assign", "golden", "esx2", "esx3", "--reason", "fleet"
     )
     assert assigned.returncode == 0, assigned.stderr
     for name in ("esx1", "esx2", "esx3"):
@@ -72,35 +80,106 @@ def test_secure_boot_off_fails_then_recovers_by_itself(fleet: Fleet) -> None:
         assert fleet.host(other)["status"] == "passed"
 
 
-def test_replaced_tpm_is_tpm_changed_until_reconnected(fleet: Fleet) -> None:
+def _open_request(fleet: Fleet, name: str) -> dict[str, object]:
+    shown = fleet.host(name)
+    [request] = [r for r in shown["tpm_change_requests"] if r["state"] == "open"]  # type: ignore[union-attr, index]
+    return request  # type: ignore[no-any-return]
+
+
+def test_replaced_tpm_is_a_request_until_an_operator_accepts_it(fleet: Fleet) -> None:
+    """A board swap: the new TPM's enrolment becomes a request; the host keeps its identity
+    until an operator accepts the request; the new TPM (no vendor chain) then waits for
+    approval; approved, it passes."""
     three_passing_hosts(fleet)
+    old = fleet.host("esx3")["ek"]["fingerprint"]  # type: ignore[index]
     lab.replace_tpm(fleet.lab_dir, "esx3")
     with pytest.raises(AkUnavailable):
         fleet.attest("esx3")  # the AK does not load in the new TPM; the agent forgets it
     with pytest.raises(ApiError) as err:
         fleet.attest("esx3")  # enrols again, with the new TPM's EK
-    assert err.value.status == 409 and err.value.kind == "TpmChanged"
+    assert err.value.status == 409 and err.value.kind == "TpmChangeRequested"
+    request = _open_request(fleet, "esx3")
+    assert f"hostseal host accept-tpm esx3 --request {request['id']}" in str(err.value.remedy)
     shown = fleet.host("esx3")
-    assert shown["status"] == "tpm-changed"
-    ek = shown["ek"]
-    assert ek["new_fingerprint"] and ek["new_fingerprint"] != ek["fingerprint"]  # type: ignore[index]
-    with pytest.raises(ApiError):
-        fleet.attest("esx3")  # still refused: never Passed, never silently re-enrolled
-    assert fleet.host("esx3")["status"] == "tpm-changed"
-    reconnected = fleet.service.cli(
+    assert shown["status"] == "passed" and shown["ek"]["fingerprint"] == old  # type: ignore[index]
+    accepted = fleet.service.cli(
         fleet.service.operator,
         "host",
-        "reconnect",
+        "accept-tpm",
         "esx3",
+        "--request",
+        str(request["id"]),
         "--reason",
         "system board replaced, ticket 4711",
     )
-    assert reconnected.returncode == 0, reconnected.stderr
+    assert accepted.returncode == 0, accepted.stderr
+    with pytest.raises(ApiError) as waiting:
+        fleet.attest("esx3")  # enrolled with the new TPM, which has no vendor chain
+    assert waiting.value.kind == "HostNotTrusted"
+    assert fleet.host("esx3")["status"] == "pending-approval"
+    approved = fleet.service.cli(
+        fleet.service.operator, "host", "approve", "esx3", "--reason", "new board, EK checked"
+    )
+    assert approved.returncode == 0, approved.stderr
     assert fleet.attest("esx3").status == "Passed"
     with fleet.service.http(fleet.service.admin) as client:
         audit = client.get("/v1/audit").json()
     entries = audit["entries"] if isinstance(audit, dict) else audit
-    assert any(e["action"] == "host.reconnect" and e.get("host") == "esx3" for e in entries)
+    [event] = [e for e in entries if e["action"] == "host.tpm-change-accepted"]
+    assert event["host"] == "esx3" and event["details"]["old_ek_fingerprint"] == old
+
+
+def test_enrolment_under_another_hosts_name_does_not_hijack_it(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12 item 2: an attacker's machine (a lab host with its own TPM) runs a real agent
+    under the victim's name. The victim keeps its status, EK and token and still passes; the
+    attempt is a request showing both EKs and the address; a reconnect without approval of
+    the untrusted EK leaves it pending approval."""
+    three_passing_hosts(fleet)
+    victim = fleet.host("esx1")
+    mallory = fleet.add("mallory")
+    impostor = Agent(
+        AgentConfig(
+            name="esx1",
+            server=fleet.service.url,
+            ca=fleet.service.ca,
+            tcti=mallory.tcti,
+            eventlog=mallory.eventlog,
+            bootbank=fleet.root / "mallory" / "bootbank",
+            state_dir=fleet.root / "mallory" / "agent",
+            interval=1,
+            escrow=False,
+        )
+    )
+    with pytest.raises(ApiError) as err:
+        impostor.enrol()
+    assert err.value.status == 409 and err.value.kind == "TpmChangeRequested"
+    assert "keeps its enrolled TPM" in err.value.message
+    [held] = [r.getMessage() for r in caplog.records if "held by the server" in r.getMessage()]
+    assert "hostseal host accept-tpm esx1 --request" in held
+    after = fleet.host("esx1")
+    assert after["status"] == "passed"
+    assert after["ek"] == victim["ek"] and after["ak"] == victim["ak"]
+    assert fleet.attest("esx1").status == "Passed"  # the real agent keeps attesting
+    request = _open_request(fleet, "esx1")
+    assert request["old_ek_fingerprint"] == victim["ek"]["fingerprint"]  # type: ignore[index]
+    assert request["new_ek_fingerprint"] != victim["ek"]["fingerprint"]  # type: ignore[index]
+    assert request["address"] == "127.0.0.1" and request["trusted_chain"] is False
+    human = fleet.service.cli(fleet.service.viewer, "host", "show", "esx1")
+    assert human.returncode == 0, human.stderr
+    assert "TPM change request" in human.stdout and str(request["new_ek_fingerprint"])[:16] in (
+        human.stdout
+    )
+
+    # an operator who wrongly accepts (or pre-plans a reconnect): the untrusted EK still waits
+    # for approval, it is never straight to enrolled
+    reconnected = fleet.service.cli(
+        fleet.service.operator, "host", "reconnect", "esx1", "--reason", "planned swap"
+    )
+    assert reconnected.returncode == 0, reconnected.stderr
+    assert impostor.enrol() == "pending-approval"
+    assert fleet.host("esx1")["status"] == "pending-approval"
 
 
 def test_refusals_each_with_its_own_message(fleet: Fleet) -> None:
@@ -181,7 +260,9 @@ def test_refusals_each_with_its_own_message(fleet: Fleet) -> None:
     # An empty policy is refused, never silently accepted.
     empty = fleet.root / "empty.json"
     empty.write_text('{"format": "hostseal-reference-policy", "version": 1, "name": "empty"}')
-    refused = fleet.service.cli(fleet.service.operator, "policy", "set", "empty", str(empty))
+    refused = fleet.service.cli(
+        fleet.service.operator, "policy", "set", "empty", str(empty), "--reason", "test"
+    )
     assert refused.returncode != 0
     assert "accept" in refused.stderr.lower() or "empty" in refused.stderr.lower()
 
@@ -264,10 +345,37 @@ def test_escrow_alarm_follows_the_keys(fleet: Fleet) -> None:
     got = fleet.service.cli_json(
         fleet.service.admin, "escrow", "get", "esx1", "--reason", "board swap on esx1"
     )
-    [key] = manager.recovery_list(ctx)
+    [key] = manager.recovery_list(ctx, "test")
     assert key.formatted_key in str(got)
     with fleet.service.http(fleet.service.admin) as client:
         audit = client.get("/v1/audit").json()
     entries = audit["entries"] if isinstance(audit, dict) else audit
     reads = [e for e in entries if e["action"].startswith("escrow.")]
     assert any(e.get("reason") == "board swap on esx1" for e in reads)
+
+
+def test_removed_host_is_kept_with_its_history_and_its_name_enrols_again(fleet: Fleet) -> None:
+    """Issue 12 item 8, through the CLI: removing needs a reason, keeps the verdicts (host list
+    --removed, host show), revokes the agent's token; the name then enrols as a new host."""
+    enrol_and_approve(fleet, "esx1")
+    assert fleet.attest("esx1").status == "Warning"
+    no_reason = fleet.service.cli(fleet.service.operator, "host", "remove", "esx1")
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    blank = fleet.service.cli(fleet.service.operator, "host", "remove", "esx1", "--reason", " ")
+    assert blank.returncode != 0 and "A reason is required to remove a host" in blank.stderr
+    removed = fleet.service.cli(
+        fleet.service.operator, "host", "remove", "esx1", "--reason", "decommissioned, CHG-9"
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert fleet.service.cli_json(fleet.service.viewer, "host", "list") == []
+    [tomb] = fleet.service.cli_json(fleet.service.viewer, "host", "list", "--removed")  # type: ignore[misc]
+    assert tomb["status"] == "removed" and tomb["removed"]["reason"] == "decommissioned, CHG-9"
+    shown = fleet.host("esx1")
+    assert [v["status"] for v in shown["verdicts"]] == ["Warning"]  # type: ignore[union-attr]
+    with pytest.raises(ApiError) as err:
+        fleet.attest("esx1")  # the token was revoked
+    assert err.value.status == 401
+    # the agent forgets its enrolment after a 401 (Agent.run); here by hand, then a new host
+    fleet.agent("esx1").state.forget_enrolment()
+    assert fleet.agent("esx1").enrol() == "pending-approval"
+    assert fleet.host("esx1")["status"] == "pending-approval"

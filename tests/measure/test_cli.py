@@ -74,7 +74,10 @@ def test_replay_reports_an_unreadable_secure_boot_state_as_null(corpus: Path) ->
     code, out, err = _run("replay", "--json", "-", input=bytes(raw))
     assert code == 0
     assert json.loads(out)["secure_boot"] is None
-    assert err.startswith("Warning: Secure Boot state unknown: Event log: event 6 at offset 285")
+    assert err == (
+        "Warning: Secure Boot state unknown: The event data of PCR 7 event 6 "
+        "(EV_EFI_VARIABLE_DRIVER_CONFIG, SecureBoot variable) does not match its measurement.\n"
+    )
 
 
 def test_replay_for_people_and_from_stdin(logs: dict[str, Path]) -> None:
@@ -97,9 +100,20 @@ def test_show(logs: dict[str, Path]) -> None:
     first = data["events"][1]
     assert first["type_name"] == "EV_S_CRTM_VERSION"
     assert first["description"] == "S-CRTM version 'lab firmware 1.0'"
-    assert set(first) == {"index", "pcr", "type", "type_name", "digests", "description", "data"}
+    assert set(first) == {
+        "index",
+        "pcr",
+        "type",
+        "type_name",
+        "digests",
+        "description",
+        "data",
+        "data_status",
+    }
+    assert first["data_status"] == "verified"
     apps = [e for e in data["events"] if e["type_name"] == "EV_EFI_BOOT_SERVICES_APPLICATION"]
-    assert apps[0]["description"] == r"\EFI\ubuntu\shimx64.efi (955072 bytes)"
+    assert apps[0]["description"] == r"\EFI\ubuntu\shimx64.efi (955072 bytes) (unverified)"
+    assert apps[0]["data_status"] == "unverified"
 
 
 def test_diff(logs: dict[str, Path]) -> None:
@@ -116,7 +130,10 @@ def test_diff(logs: dict[str, Path]) -> None:
             {
                 "pcr": 4,
                 "kind": "boot_application_changed",
-                "message": r"PCR 4: boot application \EFI\ubuntu\shimx64.efi changed digest",
+                "message": (
+                    r"PCR 4: boot application \EFI\ubuntu\shimx64.efi (path unverified) "
+                    "changed digest"
+                ),
                 "old_events": [18],
                 "new_events": [18],
             }

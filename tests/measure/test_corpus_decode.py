@@ -302,6 +302,7 @@ def test_summary_of_a_real_log(corpus: Path) -> None:
     assert summary["boot_applications"][0] == {
         "pcr": 4,
         "path": r"\EFI\redhat\shimx64.efi",
+        "path_verified": False,
         "sha256": GO_TPM_TOOLS["Rhel8GCE"]["expected_efi_app_digests"]["sha256"][0],
     }
     assert (

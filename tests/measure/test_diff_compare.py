@@ -44,7 +44,7 @@ def test_boot_application_digest_change() -> None:
         (
             4,
             "boot_application_changed",
-            r"PCR 4: boot application \EFI\ubuntu\shimx64.efi changed digest",
+            r"PCR 4: boot application \EFI\ubuntu\shimx64.efi (path unverified) changed digest",
         )
     ]
 

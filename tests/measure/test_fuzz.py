@@ -56,13 +56,16 @@ def exercise(raw: bytes) -> None:
         lambda: measure.compare_pcrs(log, measure.replay(log)),
         lambda: measure.diff_logs(log, BASE),
         lambda: measure.diff_logs(BASE, log),
+        lambda: measure.kernel_cmdline(log),  # EventDataForged when the text was rewritten
     ):
         try:
             call()
         except EventLogError as err:
             assert err.message
     measure.boot_applications(log)
-    measure.kernel_cmdline(log)
+    measure.kernel_cmdlines(log)
+    for event in log.events:
+        assert measure.binding(event).status in ("verified", "unverified", "forged")
     measure.separators(log)
     measure.efi_actions(log)
     for event in log.events:

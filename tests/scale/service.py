@@ -84,8 +84,9 @@ class Service:
     ) -> None:
         self.data = data
         self.db_url = db_url
-        self.env = env or {}
-        data.mkdir(parents=True, exist_ok=True)
+        # a simulated fleet enrols from one address: no per-address enrolment rate here
+        self.env = {"HOSTSEAL_SERVER_ENROL_PER_MINUTE": "1000000", **(env or {})}
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)  # the server refuses a looser one
         db = ["--db", db_url] if db_url else []
         self.tokens: dict[str, str] = {}
         for role in ("admin", "operator", "viewer"):
@@ -135,7 +136,8 @@ def prepare(service: Service, hosts: list[SimHost], db_url: str) -> None:
         await fleet.attest(hosts[0], 0)
         with service.http(role="operator") as client:
             response = client.post(
-                "/v1/policies/capture", json={"name": "gold", "host": hosts[0].name}
+                "/v1/policies/capture",
+                json={"name": "gold", "host": hosts[0].name, "reason": "scale"},
             )
             assert response.status_code == 200, response.text
         with engine.begin() as connection:

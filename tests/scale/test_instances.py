@@ -115,8 +115,13 @@ def test_a_stale_host_is_marked_once_whichever_instances_run(tmp_path: Path, dat
                 "SELECT host, count(*) FROM audit_events WHERE action = 'host.not-reporting' "
                 "GROUP BY host"
             ).all()
+            alarmed = connection.exec_driver_sql(
+                "SELECT h.name, count(*) FROM alarms a JOIN hosts h ON h.id = a.host_id "
+                "WHERE a.kind = 'host-not-reporting' GROUP BY h.name"
+            ).all()
         engine.dispose()
         assert sorted(audited) == sorted((h.name, 1) for h in hosts)  # each marked exactly once
+        assert sorted(alarmed) == sorted((h.name, 1) for h in hosts)  # one alarm each
     finally:
         service.close()
 

@@ -50,7 +50,7 @@ def test_an_instance_is_alive_while_it_runs_and_stopped_after(settings: ServerSe
                 assert [(i["name"], i["state"]) for i in shown["instances"]] == [("me", "alive")]
                 key_id = app.state.ctx.server_key.key_id
                 assert shown["instances"][0]["server_key_id"] == key_id
-                metrics = (await client.get("/metrics")).text
+                metrics = (await client.get("/metrics", headers=auth)).text
                 assert 'hostseal_instances{state="alive"} 1' in metrics
                 clock.advance(timedelta(seconds=31))  # three missed 10 s heartbeats
                 shown = (await client.get("/v1/instances", headers=auth)).json()

@@ -65,7 +65,7 @@ class Env:
         self.use(lab.reboot(self.lab_dir, self.host.name, self.host.boot.with_changes(**changes)))
 
     def recovery_key(self) -> tuple[str, str]:
-        [entry] = self.ok("recovery", "list", "--json").json()  # type: ignore[misc]
+        [entry] = self.ok("recovery", "list", "--json", "--reason", "test").json()  # type: ignore[misc]
         return entry["recovery_id"], entry["key"]
 
     def key_file(self, key: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 from hostseal import lab
 from hostseal.errors import EXIT_SECURITY_VIOLATION
 from hostseal.secureconfig import manager
+from hostseal.secureconfig._generation import open_data_key
 
 from .conftest import Env
 
@@ -202,7 +203,7 @@ def test_bootbank_holds_nothing_in_clear(env: Env) -> None:
     )
     assert bad.returncode != 0
     ctx = manager.HostContext(env.host.tcti, env.host.eventlog, env.bootbank)
-    data_key = manager._data_key(ctx, ctx.store.load())
+    data_key = open_data_key(ctx, ctx.store.load())
     secrets = [
         data_key,
         b"TOP-SECRET-LIBVIRT-PASSPHRASE",
@@ -279,10 +280,11 @@ def test_recovery_list_is_audited(env: Env) -> None:
     env.ok("config", "save", "--from", str(env.config))
     recovery_id, key = env.recovery_key()
     assert recovery_id.startswith("{") and len(key.split("-")) == 16
-    human = env.ok("recovery", "list").out
+    human = env.ok("recovery", "list", "--reason", "printing it for the safe").out
     assert recovery_id in human and key in human
     audit = (env.bootbank / "audit.log").read_text()
     assert audit.count('"action": "recovery.list"') == 2
+    assert '"reason": "printing it for the safe"' in audit
     assert key not in audit
 
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -18,8 +19,9 @@ from hostseal.secureconfig import (
     RecoveryKey,
     Requirements,
 )
+from hostseal.secureconfig.info import PendingRotation
 
-from ._builders import SAVED_AT
+from ._builders import SAVED_AT, tpm_info
 
 
 def test_tpm_round_trip(info: EncryptionInfo) -> None:
@@ -28,7 +30,8 @@ def test_tpm_round_trip(info: EncryptionInfo) -> None:
     assert EncryptionInfo.from_json(data) == info
     doc = json.loads(data)
     assert doc["format"] == "hostseal-encryption-info"
-    assert doc["version"] == 1
+    assert doc["version"] == 2
+    assert doc["rotation"] is None
     assert doc["mode"] == "TPM"
     assert doc["saved_at"] == "2025-03-01T12:30:00Z"
     assert doc["slots"]["none"] is None
@@ -96,8 +99,24 @@ def _dup_recovery(doc: dict[str, Any]) -> None:
 
 CASES: dict[str, tuple[Mutation, str]] = {
     "newer version": (
-        _set("version", 2),
-        "encryption.info has version 2; this hostseal reads version 1 only.",
+        _set("version", 3),
+        "encryption.info has version 3; this hostseal reads versions 1 and 2 only.",
+    ),
+    "rotation in version 1": (
+        _set("version", 1),
+        "encryption.info has an unknown field 'rotation'",
+    ),
+    "rotation of an unknown slot": (
+        _set("rotation", {"retiring": str(UUID(int=1)), "new": str(UUID(int=2))}),
+        "encryption.info field 'rotation.retiring' names no recovery slot of this bundle.",
+    ),
+    "rotation not a GUID": (
+        _set("rotation", {"retiring": "x", "new": "y"}),
+        "encryption.info field 'rotation.retiring' is 'x', not a GUID.",
+    ),
+    "rotation unknown field": (
+        _set("rotation", {"retiring": str(UUID(int=1)), "new": str(UUID(int=2)), "x": 1}),
+        "encryption.info has an unknown field 'rotation.x'",
     ),
     "version as text": (_set("version", "1"), "encryption.info has version '1';"),
     "version true": (_set("version", True), "encryption.info has version True;"),
@@ -242,6 +261,28 @@ def test_none_slot_validation(none_info: EncryptionInfo) -> None:
     doc["slots"]["none"]["protection"] = "encryption"
     with pytest.raises(BundleCorrupt, match=r"slots\.none\.protection"):
         EncryptionInfo.from_json(json.dumps(doc).encode())
+
+
+def test_version_1_is_still_read(info: EncryptionInfo) -> None:
+    doc = json.loads(info.to_json())
+    doc["version"] = 1
+    del doc["rotation"]
+    assert EncryptionInfo.from_json(json.dumps(doc).encode()) == info
+
+
+def test_pending_rotation_round_trip(data_key: bytes) -> None:
+    old, new = RecoveryKey.generate(), RecoveryKey.generate()
+    pending = dataclasses.replace(
+        tpm_info(data_key, old, new), rotation=PendingRotation(old.recovery_id, new.recovery_id)
+    )
+    doc = json.loads(pending.to_json())
+    assert doc["rotation"] == {
+        "retiring": str(old.recovery_id).upper(),
+        "new": str(new.recovery_id).upper(),
+    }
+    assert EncryptionInfo.from_json(pending.to_json()) == pending
+    with pytest.raises(ValueError, match=r"rotation\.new: is the same recovery ID"):
+        dataclasses.replace(pending, rotation=PendingRotation(old.recovery_id, old.recovery_id))
 
 
 RAW_CASES: dict[str, tuple[bytes, str]] = {

@@ -38,6 +38,11 @@ ROLE_TABLE: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
     "list policies": ("GET", "/v1/policies", None, "viewer"),
     "approve": ("POST", "/v1/hosts/host1/approve", {"reason": "r"}, "operator"),
     "reconnect": ("POST", "/v1/hosts/host1/reconnect", {"reason": "r"}, "operator"),
+    "accept tpm": ("POST", "/v1/hosts/host1/tpm-requests/1/accept", {"reason": "r"}, "operator"),
+    "reject tpm": ("POST", "/v1/hosts/host1/tpm-requests/1/reject", {"reason": "r"}, "operator"),
+    "remove host": ("DELETE", "/v1/hosts/host1", None, "operator"),
+    "removed hosts": ("GET", "/v1/hosts?removed=true", None, "viewer"),
+    "enrolment token": ("POST", "/v1/enrolment-tokens", {"reason": "r"}, "admin"),
     "set policy": ("PUT", "/v1/policies/p", {}, "operator"),
     "read escrow": ("GET", "/v1/escrow/host1", None, "admin"),
     "export escrow": ("GET", "/v1/escrow", None, "admin"),
@@ -81,7 +86,9 @@ def test_unknown_route_and_method_answer_json(server: Server) -> None:
 def test_attestation_alarm_ack_and_reset_by_hand(server: Server, tpm: SoftTpm, agent: str) -> None:
     server.attest(agent, tpm)
     server.api.post(
-        "/v1/policies/capture", token=server.operator, json={"name": "gold", "host": "host1"}
+        "/v1/policies/capture",
+        token=server.operator,
+        json={"name": "gold", "host": "host1", "reason": "golden"},
     )
     tpm.reboot(BootConfig(secure_boot=False))
     server.attest(agent, tpm)
@@ -97,7 +104,9 @@ def test_attestation_alarm_ack_and_reset_by_hand(server: Server, tpm: SoftTpm, a
     assert "next attestation passes" in refused.json()["remedy"]
 
     # a Warning after the failure: the condition (a failed attestation) is gone
-    server.api.put("/v1/hosts/host1/policy", token=server.operator, json={"policy": None})
+    server.api.put(
+        "/v1/hosts/host1/policy", token=server.operator, json={"policy": None, "reason": "r"}
+    )
     assert server.attest(agent, tpm)["status"] == "Warning"
     reset = server.api.post(f"{path}/reset", token=server.operator, json={"comment": "reviewed"})
     assert reset.status_code == 200
@@ -123,7 +132,12 @@ EMPTY_POLICIES = {
 
 @pytest.mark.parametrize("case", EMPTY_POLICIES)
 def test_policy_put_refuses_an_empty_policy(server: Server, case: str) -> None:
-    response = server.api.put("/v1/policies/lax", token=server.operator, json=EMPTY_POLICIES[case])
+    response = server.api.put(
+        "/v1/policies/lax",
+        token=server.operator,
+        json=EMPTY_POLICIES[case],
+        params={"reason": "test"},
+    )
     assert response.status_code == 422
     message = response.json()["message"]
     assert "would accept every host" in message or "every host would pass it" in message
@@ -137,23 +151,28 @@ def test_policy_put_show_list_assign(server: Server, tpm: SoftTpm, agent: str) -
         "require_secure_boot": True,
         "quote_pcrs": [0, 7],
     }
-    put = server.api.put("/v1/policies/sb-only", token=server.operator, json=document)
+    put = server.api.put(
+        "/v1/policies/sb-only", token=server.operator, json=document, params={"reason": "r"}
+    )
     assert put.status_code == 200, put.text
     assert put.json()["pcrs"] == [0, 7]
     assert put.json()["policy"]["name"] == "sb-only"
     mismatch = server.api.put(
-        "/v1/policies/other", token=server.operator, json={**document, "name": "x"}
+        "/v1/policies/other",
+        token=server.operator,
+        json={**document, "name": "x"},
+        params={"reason": "r"},
     )
     assert mismatch.status_code == 422
     listed = server.api.get("/v1/policies", token=server.viewer).json()
     assert [p["name"] for p in listed] == ["sb-only"]
     assert server.api.get("/v1/policies/none", token=server.viewer).status_code == 404
     unknown = server.api.put(
-        "/v1/hosts/host1/policy", token=server.operator, json={"policy": "nope"}
+        "/v1/hosts/host1/policy", token=server.operator, json={"policy": "nope", "reason": "r"}
     )
     assert unknown.status_code == 404
     assigned = server.api.put(
-        "/v1/hosts/host1/policy", token=server.operator, json={"policy": "sb-only"}
+        "/v1/hosts/host1/policy", token=server.operator, json={"policy": "sb-only", "reason": "r"}
     )
     assert assigned.json()["policy"] == "sb-only"
     assert server.challenge(agent)["pcrs"] == [0, 7]
@@ -165,7 +184,9 @@ def test_policy_put_show_list_assign(server: Server, tpm: SoftTpm, agent: str) -
 
 def test_capture_needs_verified_evidence(server: Server, agent: str) -> None:
     response = server.api.post(
-        "/v1/policies/capture", token=server.operator, json={"name": "g", "host": "host1"}
+        "/v1/policies/capture",
+        token=server.operator,
+        json={"name": "g", "host": "host1", "reason": "r"},
     )
     assert response.status_code == 409
     assert "has sent no verified quote" in response.json()["message"]
@@ -174,7 +195,7 @@ def test_capture_needs_verified_evidence(server: Server, agent: str) -> None:
 def test_metrics(server: Server, tpm: SoftTpm, agent: str) -> None:
     server.attest(agent, tpm)
     server.enrol("host2", SoftTpm())
-    response = server.api.get("/metrics")
+    response = server.api.get("/metrics", token=server.viewer)  # a token by default (item 16)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     lines = response.text.splitlines()
@@ -197,6 +218,8 @@ def test_openapi_document(server: Server) -> None:
         "/v1/attest/evidence",
         "/v1/escrow",
         "/v1/hosts/{name}/reconnect",
+        "/v1/hosts/{name}/tpm-requests/{request_id}/accept",
+        "/v1/hosts/{name}/tpm-requests/{request_id}/reject",
         "/v1/alarms/{alarm_id}/reset",
         "/v1/policies/capture",
         "/v1/escrow/{host}",

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from hostseal.lab import BootConfig
 from hostseal.server.app import run_housekeeping
-from hostseal.server.attestation import mark_stale
 from hostseal.server.clock import FixedClock
+from hostseal.server.reporting import mark_stale
 
 from ._softtpm import SoftTpm
 from .conftest import Server
@@ -16,7 +16,9 @@ from .conftest import Server
 
 def _capture(server: Server, name: str = "golden", host: str = "host1") -> None:
     response = server.api.post(
-        "/v1/policies/capture", token=server.operator, json={"name": name, "host": host}
+        "/v1/policies/capture",
+        token=server.operator,
+        json={"name": name, "host": host, "reason": "golden"},
     )
     assert response.status_code == 200, response.text
 
@@ -133,8 +135,13 @@ def test_quote_signed_by_another_hosts_ak_is_refused(
     server: Server, tpm: SoftTpm, agent: str
 ) -> None:
     other_tpm = SoftTpm()
-    server.enrol("host2", other_tpm)
-    response = server.evidence(agent, tpm, key=other_tpm.ak)
+    token2 = server.enrol("host2", other_tpm)["agent_token"]
+    approved = server.api.post(
+        "/v1/hosts/host2/approve", token=server.operator, json={"reason": "lab host"}
+    )
+    assert approved.status_code == 200, approved.text
+    server.attest(token2, other_tpm)  # the server has seen host2's AK sign (its signer index)
+    response = server.evidence(agent, other_tpm)  # host2's quote, sent with host1's token
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "QuoteFromAnotherHost"
@@ -191,18 +198,21 @@ def test_host_that_stops_reporting_becomes_not_reporting(
     server: Server, clock: FixedClock, tpm: SoftTpm, agent: str
 ) -> None:
     server.attest(agent, tpm)
+    settings = server.ctx.settings  # not reporting after 15 minutes
     with server.ctx.sessions.begin() as session:
-        assert mark_stale(session, clock.now() + timedelta(minutes=14), timedelta(minutes=15)) == []
+        assert mark_stale(session, clock.now() + timedelta(minutes=14), settings) == []
     with server.ctx.sessions.begin() as session:
-        marked = mark_stale(session, clock.now() + timedelta(minutes=16), timedelta(minutes=15))
+        marked = mark_stale(session, clock.now() + timedelta(minutes=16), settings)
     assert marked == ["host1"]
     host = server.host("host1")
     assert host["status"] == "not-reporting"
     assert host["last_verdict"] == "Warning"  # not failed: the last verdict is kept
-    assert server.alarms() == []
+    # its own alarm (issue 12 item 15), not the attestation alarm
+    assert [a["kind"] for a in server.alarms()] == ["host-not-reporting"]
     clock.advance(timedelta(minutes=20))
     assert server.attest(agent, tpm)["status"] == "Warning"
     assert server.host("host1")["status"] == "warning"
+    assert server.alarms(state="active") == []
 
 
 def test_housekeeping_uses_the_settings_and_skips_hosts_waiting_for_an_operator(
@@ -283,7 +293,9 @@ def test_a_policy_change_is_applied_to_a_boot_already_judged(
     policy = server.api.get("/v1/policies/golden", token=server.viewer).json()
     document = policy["policy"]
     changed = {**document, "kernel_cmdlines": ["nothing matches this"]}
-    put = server.api.put("/v1/policies/golden", token=server.operator, json=changed)
+    put = server.api.put(
+        "/v1/policies/golden", token=server.operator, json=changed, params={"reason": "r"}
+    )
     assert put.status_code == 200, put.text
     verdict = server.evidence(agent, tpm, send_digest=True).json()
     assert verdict["status"] != "Passed", verdict

@@ -1,4 +1,4 @@
-"""Enrolment: credential activation, EK policy, approval, TPM changed and reconnect."""
+"""Enrolment: credential activation, EK policy, approval, a changed TPM and its request."""
 
 from __future__ import annotations
 
@@ -145,55 +145,61 @@ def test_bad_input_is_refused_with_a_message(server: Server, tpm: SoftTpm) -> No
     assert "ek_public" in missing.json()["message"]
 
 
-def test_changed_tpm_is_reported_until_reconnect(server: Server, tpm: SoftTpm, agent: str) -> None:
+def test_changed_tpm_is_a_request_until_accepted(server: Server, tpm: SoftTpm, agent: str) -> None:
+    """A new TPM under a known name: a request, the host unchanged; accepted (audited), the new
+    TPM enrols and (no vendor chain) waits for approval. The old agent token is revoked."""
     old = server.host("host1")["ek"]["fingerprint"]
     new_tpm = SoftTpm()
     changed = server.enrol("host1", new_tpm, expect=409)
-    assert changed["error"] == "TpmChanged"
+    assert changed["error"] == "TpmChangeRequested"
     assert old in changed["message"]
-    assert "reconnect host1" in changed["remedy"]
+    assert "accept-tpm host1 --request" in changed["remedy"]
     host = server.host("host1")
-    assert host["status"] == "tpm-changed"
-    assert host["ek"]["fingerprint"] == old
-    new = host["ek"]["new_fingerprint"]
-    assert new and new != old
-    assert changed["old_ek_fingerprint"] == old and changed["new_ek_fingerprint"] == new
-    # the old agent can no longer attest while the TPM is reported changed
-    assert server.api.post("/v1/attest/challenge", token=agent, json={}).status_code == 403
-    # without reconnect, enrolling again is refused again
-    server.enrol("host1", new_tpm, expect=409)
+    assert host["status"] == "enrolled"
+    assert host["ek"]["fingerprint"] == old and host["ek"]["new_fingerprint"] is None
+    new = changed["new_ek_fingerprint"]
+    assert new and new != old and changed["old_ek_fingerprint"] == old
+    # the old agent keeps attesting while the request waits
+    assert server.challenge(agent)["nonce"]
+    # enrolling again gives the same request
+    assert server.enrol("host1", new_tpm, expect=409)["request_id"] == changed["request_id"]
 
-    reconnect = server.api.post(
-        "/v1/hosts/host1/reconnect",
+    accepted = server.api.post(
+        f"/v1/hosts/host1/tpm-requests/{changed['request_id']}/accept",
         token=server.operator,
         json={"reason": "system board replaced, ticket 4711"},
     )
-    assert reconnect.status_code == 200
-    assert reconnect.json()["reconnect_allowed"] is True
-    event = server.audit(action="host.reconnect")[0]
+    assert accepted.status_code == 200
+    assert accepted.json()["reconnect_allowed"] is True
+    assert accepted.json()["ek"]["new_fingerprint"] == new
+    event = server.audit(action="host.tpm-change-accepted")[0]
     assert event["reason"] == "system board replaced, ticket 4711"
-    assert event["details"]["accepted_ek_fingerprint"] == new
+    assert event["details"]["new_ek_fingerprint"] == new
 
     data = server.enrol("host1", new_tpm)
-    assert data["status"] == "enrolled"
+    assert data["status"] == "pending-approval"
     host = server.host("host1")
     assert host["ek"]["fingerprint"] == new
     assert host["ek"]["new_fingerprint"] is None
     assert host["reconnect_allowed"] is False
     replaced = server.audit(action="host.tpm-replaced")[0]
     assert replaced["details"]["old_ek_fingerprint"] == old
-    # the old agent token was revoked; the new one works
+    # the old agent token was revoked; the new one waits for approval
     assert server.api.post("/v1/attest/challenge", token=agent, json={}).status_code == 401
+    server.api.post("/v1/hosts/host1/approve", token=server.operator, json={"reason": "checked"})
     assert server.challenge(data["agent_token"])["nonce"]
 
 
-def test_reconnect_accepts_only_the_ek_that_was_reported(
-    server: Server, tpm: SoftTpm, agent: str
-) -> None:
-    server.enrol("host1", SoftTpm(), expect=409)
-    server.api.post("/v1/hosts/host1/reconnect", token=server.operator, json={"reason": "swap"})
+def test_accepting_a_request_lets_only_its_ek_in(server: Server, tpm: SoftTpm, agent: str) -> None:
+    request = server.enrol("host1", SoftTpm(), expect=409)["request_id"]
+    server.api.post(
+        f"/v1/hosts/host1/tpm-requests/{request}/accept",
+        token=server.operator,
+        json={"reason": "swap"},
+    )
     intruder = server.enrol("host1", SoftTpm(), expect=409)
-    assert intruder["error"] == "TpmChanged"
+    assert intruder["error"] == "TpmChangeRequested"
+    assert intruder["request_id"] != request
 
 
 def test_same_tpm_enrols_again_with_a_new_ak(server: Server, tpm: SoftTpm, agent: str) -> None:
@@ -216,7 +222,7 @@ def test_remove_keeps_an_audit_record(server: Server, agent: str) -> None:
         "/v1/hosts/host1", token=server.operator, params={"reason": "decommissioned"}
     )
     assert response.status_code == 200
-    assert server.api.get("/v1/hosts/host1", token=server.viewer).status_code == 404
+    assert server.host("host1")["status"] == "removed"  # kept: tests/server/test_host_removal.py
     event = server.audit(action="host.removed")[0]
     assert event["reason"] == "decommissioned"
     assert server.api.post("/v1/attest/challenge", token=agent, json={}).status_code == 401

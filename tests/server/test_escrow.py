@@ -109,13 +109,24 @@ def test_a_key_that_does_not_match_the_hosts_kcv_does_not_clear_the_alarm(
     server: Server, tpm: SoftTpm, agent: str
 ) -> None:
     key = RecoveryKey.generate()
-    wrong = RecoveryKey(key.recovery_id, os.urandom(32))
+    changed = RecoveryKey(key.recovery_id, os.urandom(32))
     server.attest(agent, tpm, secure_config=tpm_mode(key))
-    escrow(server, agent, wrong)
+    escrow(server, agent, key)
+    assert backup_alarms(server) == []
+    # the host now reports another key under the same recovery ID
+    server.attest(agent, tpm, secure_config=tpm_mode(changed))
     [alarm] = backup_alarms(server)
     assert "does not match the host's key (the key check values differ" in alarm["message"]
     assert server.host("host1")["escrow"]["mismatched"] == [key.formatted_id]
-    escrow(server, agent, key)
+    # a key that does not match what the host reports is refused (issue 12 item 7)
+    refused = server.api.post(
+        "/v1/escrow",
+        token=agent,
+        json={"keys": [{"recovery_id": key.formatted_id, "key": key.formatted_key}]},
+    )
+    assert refused.status_code == 422
+    assert "does not match the key check value host 'host1' reported" in refused.json()["message"]
+    escrow(server, agent, changed)
     assert backup_alarms(server) == []
 
 
@@ -196,7 +207,12 @@ def test_reading_keys_needs_admin_and_a_reason_and_is_audited(
     assert document["hosts"][0]["keys"][0]["key"] == key.formatted_key
     [exported] = server.audit(action="escrow.export")
     assert exported["reason"] == "quarterly backup"
-    assert exported["details"] == {"hosts": 1, "keys": 1}
+    # which hosts and recovery IDs left the server, not just how many (issue 12, item 16)
+    assert exported["details"] == {
+        "hosts": 1,
+        "keys": 1,
+        "recovery_ids": {"host1": [key.formatted_id]},
+    }
     assert server.api.get("/v1/escrow", token=server.admin).status_code == 422
 
 
@@ -213,9 +229,10 @@ def test_escrow_refuses_malformed_keys(server: Server, agent: str) -> None:
 
 
 def test_keys_are_encrypted_in_the_database_under_a_key_outside_it(
-    settings: ServerSettings, server: Server, agent: str, clock: FixedClock
+    settings: ServerSettings, server: Server, tpm: SoftTpm, agent: str, clock: FixedClock
 ) -> None:
     key = RecoveryKey.generate()
+    server.attest(agent, tpm, secure_config=tpm_mode(key))
     escrow(server, agent, key)
     key_file = settings.server_key_path
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -247,3 +264,75 @@ def test_a_server_key_readable_by_others_is_refused(tmp_path: Any) -> None:
     with pytest.raises(Exception, match="readable by other users") as info:
         load_or_create(path)
     assert "chmod 600" in str(info.value)
+
+
+# --- issue 12 item 7: escrow only from approved hosts, only keys the host reports ------------
+
+
+def _export(server: Server) -> list[dict[str, Any]]:
+    response = server.api.get("/v1/escrow", token=server.admin, params={"reason": "check"})
+    assert response.status_code == 200, response.text
+    hosts: list[dict[str, Any]] = response.json()["hosts"]
+    return hosts
+
+
+def _escrow_raw(server: Server, agent: str, *keys: RecoveryKey) -> Any:
+    return server.api.post(
+        "/v1/escrow",
+        token=agent,
+        json={"keys": [{"recovery_id": k.formatted_id, "key": k.formatted_key} for k in keys]},
+    )
+
+
+def test_a_pending_host_cannot_escrow(server: Server) -> None:
+    pending = server.enrol("host2", SoftTpm())
+    assert pending["status"] == "pending-approval"
+    response = _escrow_raw(server, pending["agent_token"], RecoveryKey.generate())
+    assert response.status_code == 403
+    body = response.json()
+    assert body["error"] == "EscrowRefused"
+    assert body["message"] == (
+        "Host 'host2' is pending-approval: the server escrows recovery keys only from approved "
+        "hosts, so nothing was stored."
+    )
+    assert "hostseal host approve host2 --reason" in body["remedy"]
+    assert _export(server) == []
+    assert server.audit(action="escrow.stored") == []
+
+
+def test_only_reported_recovery_ids_are_escrowed(server: Server, tpm: SoftTpm, agent: str) -> None:
+    reported, other = RecoveryKey.generate(), RecoveryKey.generate()
+    # nothing reported yet: nothing accepted
+    early = _escrow_raw(server, agent, reported)
+    assert early.status_code == 422
+    assert early.json()["error"] == "EscrowRefused"
+    assert early.json()["message"] == (
+        "Host 'host1' has reported no recovery keys with its attestation evidence, so the server "
+        "escrows none of the 1 key(s) sent; nothing was stored."
+    )
+    assert "hostseal agent run --once" in early.json()["remedy"]
+
+    server.attest(agent, tpm, secure_config=tpm_mode(reported))
+    response = _escrow_raw(server, agent, reported, other)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "EscrowRefused"
+    assert body["message"] == (
+        f"Recovery ID {other.formatted_id} (key 2) is not among the recovery keys host 'host1' "
+        "reported with its last attestation; nothing was stored."
+    )
+    assert "hostseal recovery list" in body["remedy"]
+
+    # the same ID with another secret (its key check value differs) is refused too
+    forged = RecoveryKey(reported.recovery_id, os.urandom(32))
+    mismatch = _escrow_raw(server, agent, forged)
+    assert mismatch.status_code == 422
+    assert mismatch.json()["message"] == (
+        f"The key sent for recovery ID {reported.formatted_id} (key 1) does not match the key "
+        "check value host 'host1' reported for it; nothing was stored."
+    )
+    assert _export(server) == []
+
+    assert escrow(server, agent, reported) == 1
+    [exported] = _export(server)
+    assert [k["recovery_id"] for k in exported["keys"]] == [reported.formatted_id]

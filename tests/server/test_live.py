@@ -36,7 +36,7 @@ def test_token_is_shown_once(tmp_path: Path) -> None:
 
 
 def test_tls_is_verified_with_the_generated_ca(live: Live) -> None:
-    with live.http() as client:
+    with live.http(live.viewer) as client:  # /metrics needs a token by default
         response = client.get("/metrics")
     assert response.status_code == 200
     assert "hostseal_hosts" in response.text
@@ -151,7 +151,9 @@ def test_cli_against_the_live_server(live: Live, tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert json.loads(out.read_text())["hosts"][0]["host"] == "live1"
 
-    captured = live.cli(live.operator, "policy", "capture", "gold", "--host", "live1")
+    captured = live.cli(
+        live.operator, "policy", "capture", "gold", "--host", "live1", "--reason", "golden"
+    )
     assert captured.returncode == 0, captured.stderr
     assert "assigned to it" in captured.stdout
     shown = live.cli(live.viewer, "host", "show", "live1", "--json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -22,6 +23,8 @@ TABLES = {
     "escrowed_keys",
     "tokens",
     "audit_events",
+    "tpm_change_requests",
+    "enrolment_tokens",
 }
 
 
@@ -125,4 +128,68 @@ def test_0003_keeps_policies_and_event_logs_and_goes_back(tmp_path: Path) -> Non
         back = dict(connection.execute(text("SELECT name, last_eventlog FROM hosts")).all())
     assert back == {"with-log": log, "without-log": None}
     assert "challenges" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_0004_tombstones_and_tpm_change_requests_and_back(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0004: a host an earlier version flipped to tpm-changed is enrolled again with its own
+    TPM; a removed host (tombstone) and a live host may share a name, two live hosts may not;
+    a downgrade deletes the tombstones with what refers to them and restores the unique name."""
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'tomb.db'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database("migrate_0004")
+    engine = db.make_engine(url)
+    db.migrate(engine, "0003")
+    insert_host = (
+        "INSERT INTO hosts (name, status, enrolled_at, ek_public, ek_fingerprint, ek_trusted, "
+        "ak_public, ak_name, new_ek_fingerprint, reconnect_allowed, last_messages) VALUES "
+        "(:name, :status, '2026-11-23 10:00:00', :ek, 'ff', true, :ak, '00', :new, false, '[]')"
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            text(insert_host),
+            {"name": "esx1", "status": "tpm-changed", "ek": b"\x01", "ak": b"\x02", "new": "ee"},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO tokens (name, role, token_sha256, host_id, created_at) "
+                "SELECT 'agent:esx1', 'agent', 'aa', id, '2026-11-23 10:00:00' FROM hosts"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO verdicts (host_id, at, status, messages) "
+                "SELECT id, '2026-11-23 10:00:00', 'Passed', '[]' FROM hosts"
+            )
+        )
+    db.migrate(engine)
+    live = {"ek": b"\x01", "ak": b"\x02", "new": None}
+    with engine.begin() as connection:
+        row = connection.execute(
+            text("SELECT status, new_ek_fingerprint, removed_at FROM hosts")
+        ).one()
+        assert tuple(row) == ("enrolled", None, None)
+        connection.execute(text("UPDATE hosts SET removed_at = '2026-11-24 10:00:00'"))
+        connection.execute(text(insert_host), {"name": "esx1", "status": "enrolled", **live})
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text(insert_host), {"name": "esx1", "status": "enrolled", **live})
+    assert "tpm_change_requests" in inspect(engine).get_table_names()
+
+    command.downgrade(db.alembic_config(engine), "0003")
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM hosts")) == 1
+        assert connection.scalar(text("SELECT count(*) FROM verdicts")) == 0
+        assert connection.scalar(text("SELECT count(*) FROM tokens")) == 0
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text(insert_host), {"name": "esx1", "status": "enrolled", **live})
+    assert "tpm_change_requests" not in inspect(engine).get_table_names()
+    db.migrate(engine)
     engine.dispose()

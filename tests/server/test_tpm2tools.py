@@ -179,7 +179,9 @@ def test_tpm2_tools_host_enrols_attests_and_fails_without_secure_boot(
     agent = enrol(server, tools, "tools1")
     assert attest(server, tools, host, agent)["status"] == "Warning"
     captured = server.api.post(
-        "/v1/policies/capture", token=server.operator, json={"name": "lab", "host": "tools1"}
+        "/v1/policies/capture",
+        token=server.operator,
+        json={"name": "lab", "host": "tools1", "reason": "golden"},
     )
     assert captured.status_code == 200, captured.text
     assert attest(server, tools, host, agent)["status"] == "Passed"
@@ -191,12 +193,13 @@ def test_tpm2_tools_host_enrols_attests_and_fails_without_secure_boot(
     assert server.alarms(state="active")[0]["kind"] == "host-tpm-attestation"
 
 
-def test_replaced_tpm_is_reported_as_changed(server: Server, lab_dir: Path, tmp_path: Path) -> None:
+def test_replaced_tpm_is_a_change_request(server: Server, lab_dir: Path, tmp_path: Path) -> None:
     host = lab.start(lab_dir, "tools2")
     first = tmp_path / "first"
     first.mkdir()
     enrol(server, Tools(host, first), "tools2")
     old = server.host("tools2")["ek"]["fingerprint"]
+    before = server.host("tools2")["status"]
     host = lab.replace_tpm(lab_dir, "tools2")
     second = Tools(host, tmp_path)
     second("tpm2_createek", "-c", "ek.ctx", "-G", "ecc", "-u", "ek.pub")
@@ -217,8 +220,10 @@ def test_replaced_tpm_is_reported_as_changed(server: Server, lab_dir: Path, tmp_
         "-n",
         "ak.name",
     )
-    with pytest.raises(AssertionError, match="TpmChanged"):
+    with pytest.raises(AssertionError, match="TpmChangeRequested"):
         enrol(server, second, "tools2")
     shown = server.host("tools2")
-    assert shown["status"] == "tpm-changed"
-    assert shown["ek"]["fingerprint"] == old != shown["ek"]["new_fingerprint"]
+    assert shown["status"] == before  # the host is not changed by an enrolment
+    assert shown["ek"]["fingerprint"] == old and shown["ek"]["new_fingerprint"] is None
+    [request] = shown["tpm_change_requests"]
+    assert request["old_ek_fingerprint"] == old != request["new_ek_fingerprint"]

@@ -101,10 +101,18 @@ class WebFleet(LabFleet):
             self.add(name)
         assert self.attest(HOSTS[0]).status == "Warning"  # no policy yet
         self.api(
-            "operator", "POST", "/v1/policies/capture", json={"name": "golden", "host": "esx1"}
+            "operator",
+            "POST",
+            "/v1/policies/capture",
+            json={"name": "golden", "host": "esx1", "reason": "golden"},
         )
         for name in HOSTS[1:]:
-            self.api("operator", "PUT", f"/v1/hosts/{name}/policy", json={"policy": "golden"})
+            self.api(
+                "operator",
+                "PUT",
+                f"/v1/hosts/{name}/policy",
+                json={"policy": "golden", "reason": "fleet"},
+            )
         for name in HOSTS:
             outcome = self.attest(name)
             assert (outcome.status, outcome.messages) == ("Passed", [])
@@ -115,7 +123,10 @@ def running_fleet(root: Path) -> Iterator[WebFleet]:
     lab_dir = root / "lab"
     lab_dir.mkdir(parents=True)
     try:
-        with live_service(root / "server") as service:
+        # every test logs in from 127.0.0.1: no per-address login rate here (server.guard)
+        with live_service(
+            root / "server", {"HOSTSEAL_SERVER_LOGIN_PER_MINUTE": "100000"}
+        ) as service:
             fleet = WebFleet(service, lab_dir, root)
             fleet.three_passing_hosts()
             yield fleet

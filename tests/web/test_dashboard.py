@@ -133,7 +133,7 @@ def test_admin_reveals_a_key_and_finds_the_read_in_the_audit_log(
     page.get_by_label("Reason for revealing esx1's keys").fill(reason)
     page.locator("#reveal-esx1").click()
     expect(page.get_by_role("heading", name="Recovery keys of esx1")).to_be_visible()
-    [key] = manager.recovery_list(fleet.secure_config("esx1"))
+    [key] = manager.recovery_list(fleet.secure_config("esx1"), "test")
     expect(page.locator("[data-recovery-key]")).to_have_text(key.formatted_key)
     screenshot(page, "escrow-revealed")
 

@@ -22,17 +22,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hostseal.agent.state import AgentState
 from hostseal.errors import HostsealError
 from hostseal.secureconfig import manager
 from hostseal.secureconfig.recoverykey import key_check_value
-from hostseal.secureconfig.store import NoBundle
+from hostseal.secureconfig.store import NoBundle, Reader
 from hostseal.server.client import ApiError, Client, tls_verify
 from hostseal.tpm import Tpm, open_tpm
 from hostseal.tpm.attestation import AkUnavailable, activate_credential, create_ak, quote
+from hostseal.transport import check_server_url
 
 log = logging.getLogger("hostseal.agent")
+# the server's answers when this TPM is not the one enrolled under the name (docs/api.md)
+_HELD = ("TpmChangeRequested", "TpmChangeRejected", "TooManyTpmChangeRequests")
 
 
 def _b64(data: bytes) -> str:
@@ -50,6 +54,9 @@ class AgentConfig:
     state_dir: Path
     interval: float = 300.0
     escrow: bool = True  # upload recovery keys to the service when they change
+    allow_plain_http_loopback: bool = False  # development only (hostseal.transport)
+    # a file holding an enrolment token (a server with HOSTSEAL_SERVER_ENROLMENT=token)
+    enrolment_token_file: Path | None = None
 
 
 @dataclass
@@ -61,11 +68,18 @@ class AttestOutcome:
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
+        # refuse a plain-HTTP server now, before the TPM is touched or a token is sent
+        check_server_url(config.server, allow_plain_http_loopback=config.allow_plain_http_loopback)
         self.config = config
         self.state = AgentState(config.state_dir)
 
     def _client(self, token: str | None) -> Client:
-        return Client(self.config.server, token, tls_verify(self.config.ca, self.config.server))
+        return Client(
+            self.config.server,
+            token,
+            tls_verify(self.config.ca, self.config.server),
+            allow_plain_http_loopback=self.config.allow_plain_http_loopback,
+        )
 
     # -- enrolment ---------------------------------------------------------------------------
     def _ek_kind(self, tpm: Tpm) -> tuple[str, bytes | None]:
@@ -75,8 +89,21 @@ class Agent:
                 return kind, cert
         return "ecc", None
 
+    def _enrolment_token(self) -> str | None:
+        path = self.config.enrolment_token_file
+        if path is None:
+            return None
+        try:
+            return path.read_text().strip() or None
+        except OSError as exc:
+            raise HostsealError(
+                f"Cannot read the enrolment token file {path}: {exc.strerror}.",
+                "Give the file an admin's enrolment token is in (hostseal host enrolment-token).",
+            ) from exc
+
     def enrol(self) -> str:
         """Enrol with the service; returns the status it gave (``enrolled``, ...)."""
+        enrolment_token = self._enrolment_token()
         with open_tpm(self.config.tcti) as tpm:
             kind, cert = self._ek_kind(tpm)
             ak = create_ak(tpm)
@@ -91,6 +118,7 @@ class Agent:
                         "ek_public": _b64(ek_public),
                         "ek_certificate": _b64(cert) if cert else None,
                         "ak_public": _b64(ak.public),
+                        "enrolment_token": enrolment_token,
                     },
                 )
                 secret = activate_credential(
@@ -108,6 +136,11 @@ class Agent:
                         "secret": _b64(secret),
                     },
                 )
+            except ApiError as err:
+                if err.kind in _HELD:
+                    # another TPM is enrolled under this name: an operator must decide
+                    log.error("enrolment of %s held by the server: %s", self.config.name, err)
+                raise
             finally:
                 client.close()
         self.state.save_ak(ak, kind)
@@ -128,7 +161,11 @@ class Agent:
         escrowed = self.state.escrowed()
         to_escrow: list[tuple[str, str]] = []
         if self.config.escrow and set(ids) != set(escrowed):
-            keys = manager.recovery_list(ctx)  # audited in the bootbank's audit log
+            # Audited in the bootbank's audit log as the agent's read, not a person's.
+            where = urlsplit(self.config.server)
+            keys = manager.recovery_list(
+                ctx, f"escrow to {where.scheme}://{where.netloc.rpartition('@')[2]}", Reader.AGENT
+            )
             escrowed = {k.formatted_id: key_check_value(k.recovery_id, k.secret) for k in keys}
             to_escrow = [(k.formatted_id, k.formatted_key) for k in keys]
         checks = [{"recovery_id": i, "kcv": escrowed[i]} for i in ids if i in escrowed]

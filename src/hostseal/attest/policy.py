@@ -33,8 +33,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hostseal.attest.errors import PolicyInvalid
-from hostseal.measure import EventLog, EventLogError, boot_applications, secure_boot_state
-from hostseal.measure.decode import cmdline_of
+from hostseal.measure import (
+    ERROR_SEPARATOR_DATA,
+    SEPARATOR_DATA,
+    Event,
+    EventLog,
+    EventLogError,
+    EventType,
+    binding,
+    boot_applications,
+    forged_events,
+    forged_message,
+    kernel_cmdlines,
+    secure_boot_event,
+)
+from hostseal.measure.decode import LEGACY_SEPARATOR_DATA
 from hostseal.measure.events import ALGORITHMS_BY_NAME
 
 __all__ = [
@@ -44,6 +57,8 @@ __all__ = [
     "AllowedApplication",
     "ReferencePolicy",
     "capture_policy",
+    "loaded_code",
+    "verified_secure_boot",
 ]
 
 POLICY_FORMAT = "hostseal-reference-policy"
@@ -372,6 +387,59 @@ def _check_coverage(policy: ReferencePolicy) -> None:
         )
 
 
+# --- what the event log proves ---------------------------------------------------------------
+
+_SEPARATORS = (SEPARATOR_DATA, ERROR_SEPARATOR_DATA, LEGACY_SEPARATOR_DATA)
+_TEXT_TYPES = (EventType.EV_EFI_ACTION, EventType.EV_ACTION)
+_MAX_ACTION_TEXT = 256
+
+
+def _is_marker(event: Event) -> bool:
+    """A PCR 4 event that loads no code: a separator or a short action string, its digest
+    verified over its data. Anything else measured there is treated as code, whatever its
+    type says (the type is not measured: an image logged as a driver or an action string is
+    still an image)."""
+    data = event.data
+    if event.event_type == EventType.EV_SEPARATOR:
+        return data in _SEPARATORS and binding(event).verified
+    if event.event_type in _TEXT_TYPES:
+        text = data.rstrip(b"\0")
+        return (
+            len(data) <= _MAX_ACTION_TEXT
+            and text.isascii()
+            and text.decode("ascii").isprintable()
+            and binding(event).verified
+        )
+    return False
+
+
+def loaded_code(log: EventLog) -> list[tuple[Event, str | None]]:
+    """The PCR 4 events whose digests the boot-application allow-list must hold, with the path
+    an EV_EFI_BOOT_SERVICES_APPLICATION names (unverified: no digest covers it) or None."""
+    paths = {app.event.index: app.name for app in boot_applications(log)}
+    return [
+        (event, paths.get(event.index))
+        for event in log.events
+        if event.pcr == APPLICATION_PCR and event.extended and not _is_marker(event)
+    ]
+
+
+def verified_secure_boot(log: EventLog) -> tuple[bool | None, Event | None]:
+    """Secure Boot on/off from a SecureBoot variable whose name and value its digest covers;
+    None (with the event, if there is one) when the log has none, or none that can be relied on
+    (unreadable, forged, or measured by its value alone)."""
+    try:
+        found = secure_boot_event(log)
+    except EventLogError:
+        return None, None
+    if found is None:
+        return None, None
+    event, variable = found
+    if not binding(event).fully_verified or len(variable.data) != 1:
+        return None, event
+    return variable.data != b"\0", event
+
+
 # --- capture ---------------------------------------------------------------------------------
 
 
@@ -416,20 +484,25 @@ def capture_policy(
     cmdlines: tuple[str, ...] = ()
     quoted = set(pinned)
     if eventlog is not None:
+        forged = forged_events(eventlog.events)
+        if forged:
+            raise PolicyInvalid(
+                f"Cannot capture a policy: {forged_message(forged[0])}.",
+                "Capture the policy from another known-good host, or from this one after a "
+                "reboot that records an intact event log.",
+                field="eventlog",
+            )
         seen: set[bytes] = set()
-        for app in boot_applications(eventlog):
-            digest = app.digests.get("sha256")
-            if app.event.pcr == APPLICATION_PCR and digest is not None and digest not in seen:
+        for event, path in loaded_code(eventlog):
+            digest = event.digests.get("sha256")
+            if digest is not None and digest not in seen:
                 seen.add(digest)
-                apps.append(AllowedApplication(digest, app.name))
-        try:
-            secure_boot = secure_boot_state(eventlog) is True
-        except EventLogError:
-            secure_boot = False
-        found = [(e.pcr, c) for e in eventlog.events if (c := cmdline_of(e)) is not None]
-        if found:
-            cmdlines = (found[-1][1],)
-            quoted.add(found[-1][0])
+                apps.append(AllowedApplication(digest, path))
+        secure_boot = verified_secure_boot(eventlog)[0] is True
+        found = kernel_cmdlines(eventlog)
+        if found and found[-1].verified:  # an unverified command line could never be checked
+            cmdlines = (found[-1].text,)
+            quoted.add(found[-1].event.pcr)
         quoted |= set(eventlog.pcrs()) & BOOT_PCRS
         if apps:
             quoted.add(APPLICATION_PCR)

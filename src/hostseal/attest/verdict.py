@@ -17,7 +17,10 @@ Finding ids (``Finding.id``), stable for alarms and scripts:
 ``boot_applications_unknown``     the log has no SHA-256 digests to check applications with
 ``kernel_cmdline_not_allowed``    the kernel command line is not one the policy allows
 ``kernel_cmdline_missing_setting``  the command line lacks a setting the policy requires
-``kernel_cmdline_unknown``        no kernel command line in the event log
+``kernel_cmdline_unknown``        no kernel command line in the event log, or none whose
+                                  digest covers its text
+``event_data_forged``             an event's data does not match its measured digest (in some
+                                  bank): the log was altered (``event``/``pcr`` say which)
 ``no_event_log``                  (warning) no event log: only PCR values were checked
 ================================  ============================================================
 """
@@ -34,8 +37,21 @@ from hostseal.attest.policy import (
     CMDLINE_PCRS,
     SECURE_BOOT_PCR,
     ReferencePolicy,
+    loaded_code,
 )
-from hostseal.measure import EventLog, EventLogError, boot_applications, secure_boot_state
+from hostseal.measure import (
+    Event,
+    EventLog,
+    EventLogError,
+    EventType,
+    binding,
+    decode_variable,
+    forged_events,
+    forged_message,
+    kernel_cmdlines,
+    secure_boot_event,
+    secure_boot_state,
+)
 from hostseal.measure.decode import cmdline_of
 
 __all__ = ["PCR_MEANINGS", "Finding", "Verdict", "VerdictStatus", "evaluate"]
@@ -207,8 +223,56 @@ def _without_log(policy: ReferencePolicy, values: Mapping[int, bytes]) -> list[F
     return findings
 
 
+_MAX_FORGED_FINDINGS = 10
+_VARIABLE_TYPES = (
+    EventType.EV_EFI_VARIABLE_DRIVER_CONFIG,
+    EventType.EV_EFI_VARIABLE_BOOT,
+    EventType.EV_EFI_VARIABLE_BOOT2,
+    EventType.EV_EFI_VARIABLE_AUTHORITY,
+)
+
+
+def _what(event: Event) -> str:
+    """What a forged event claimed to record, for the message."""
+    if cmdline_of(event) is not None:
+        return "kernel command line"
+    if event.event_type in _VARIABLE_TYPES:
+        try:
+            return f"{decode_variable(event.data).name} variable"
+        except ValueError:
+            return "EFI variable"
+    return ""
+
+
+def _forged(log: EventLog) -> list[Finding]:
+    """Every event whose data its digests must cover and do not: the log was altered after
+    the boot. Hashes each such event's data once (cached on the event)."""
+    forged = forged_events(log.events)
+    findings = [
+        _fail(
+            "event_data_forged",
+            forged_message(event, _what(event)),
+            event.pcr,
+            event=event.index,
+            event_type=event.type_name,
+            banks=list(binding(event).banks),
+        )
+        for event in forged[:_MAX_FORGED_FINDINGS]
+    ]
+    if len(forged) > _MAX_FORGED_FINDINGS:
+        findings.append(
+            _fail(
+                "event_data_forged",
+                f"{len(forged) - _MAX_FORGED_FINDINGS} more events' data does not match its "
+                "measurement",
+                events=[e.index for e in forged[_MAX_FORGED_FINDINGS:]],
+            )
+        )
+    return findings
+
+
 def _log_checks(policy: ReferencePolicy, log: EventLog, verified: set[int]) -> list[Finding]:
-    findings: list[Finding] = []
+    findings: list[Finding] = _forged(log)
     if policy.require_secure_boot and SECURE_BOOT_PCR in verified:
         findings.extend(_secure_boot(log))
     if policy.boot_applications and APPLICATION_PCR in verified:
@@ -220,7 +284,7 @@ def _log_checks(policy: ReferencePolicy, log: EventLog, verified: set[int]) -> l
 
 def _secure_boot(log: EventLog) -> list[Finding]:
     try:
-        state = secure_boot_state(log)
+        found = secure_boot_event(log)
     except EventLogError as err:
         return [
             _fail(
@@ -229,11 +293,36 @@ def _secure_boot(log: EventLog) -> list[Finding]:
                 7,
             )
         ]
-    if state is None:
+    if found is None:
         return [
             _fail(
                 "secure_boot_unknown",
                 "Secure Boot state is not in the event log (no SecureBoot variable in PCR 7)",
+                7,
+            )
+        ]
+    event, _variable = found
+    bound = binding(event)
+    if bound.forged:
+        return []  # reported as event_data_forged
+    if not bound.fully_verified:
+        return [
+            _fail(
+                "secure_boot_unknown",
+                "Secure Boot state could not be verified from the event log: the measurement "
+                f"of PCR 7 event {event.index} does not cover the SecureBoot variable's name "
+                "and value",
+                7,
+                event=event.index,
+            )
+        ]
+    try:
+        state = secure_boot_state(log)
+    except EventLogError as err:
+        return [
+            _fail(
+                "secure_boot_unknown",
+                f"Secure Boot state could not be read from the event log: {err.message}",
                 7,
             )
         ]
@@ -245,10 +334,8 @@ def _secure_boot(log: EventLog) -> list[Finding]:
 def _applications(policy: ReferencePolicy, log: EventLog) -> list[Finding]:
     allowed = policy.allowed_digests
     findings: list[Finding] = []
-    for app in boot_applications(log):
-        if app.event.pcr != APPLICATION_PCR:
-            continue
-        digest = app.digests.get("sha256")
+    for event, path in loaded_code(log):
+        digest = event.digests.get("sha256")
         if digest is None:
             return [
                 _fail(
@@ -257,34 +344,53 @@ def _applications(policy: ReferencePolicy, log: EventLog) -> list[Finding]:
                     4,
                 )
             ]
-        if digest not in allowed:
-            findings.append(
-                _fail(
-                    "boot_application_not_allowed",
-                    f"{_kind(app.name)} digest not allowed by policy: {app.name} sha256 "
-                    f"{_short(digest)}",
-                    4,
-                    path=app.name,
-                    sha256=digest.hex(),
-                    event=app.event.index,
-                )
+        if digest in allowed:
+            continue
+        if path is not None:
+            # The path comes from the event data, which no digest covers: say so.
+            text = f"{_kind(path)} digest not allowed by policy: {path} (path unverified)"
+        else:
+            text = (
+                f"Boot component digest not allowed by policy: PCR 4 event {event.index} "
+                f"({event.type_name})"
             )
+        findings.append(
+            _fail(
+                "boot_application_not_allowed",
+                f"{text} sha256 {_short(digest)}",
+                4,
+                path=path,
+                sha256=digest.hex(),
+                event=event.index,
+            )
+        )
     return findings
 
 
 def _cmdline(policy: ReferencePolicy, log: EventLog) -> list[Finding]:
-    cmdline: str | None = None
-    for event in log.events:
-        found = cmdline_of(event)
-        if found is not None:
-            cmdline = found
-    if cmdline is None:
+    found = kernel_cmdlines(log)
+    if any(c.binding.forged for c in found):
+        return []  # reported as event_data_forged: nothing in this log can be relied on
+    if not found:
         return [
             _fail(
                 "kernel_cmdline_unknown",
                 "Kernel command line is not in the event log (PCR 8 or 12)",
             )
         ]
+    last = found[-1]
+    if not last.verified:
+        return [
+            _fail(
+                "kernel_cmdline_unknown",
+                "Kernel command line could not be verified: the digest of PCR "
+                f"{last.event.pcr} event {last.event.index} ({last.event.type_name}) is not over "
+                "its text in a form hostseal knows",
+                last.event.pcr,
+                event=last.event.index,
+            )
+        ]
+    cmdline = last.text
     findings: list[Finding] = []
     if policy.kernel_cmdlines and cmdline not in policy.kernel_cmdlines:
         findings.append(

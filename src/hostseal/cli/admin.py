@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import click
 from rich.console import Console
@@ -21,12 +22,29 @@ from hostseal.cli._common import echo_json, json_option
 from hostseal.errors import HostsealError
 from hostseal.fsutil import atomic_write
 from hostseal.server.client import DEFAULT_SERVER, Client, read_token, tls_verify
+from hostseal.transport import ALLOW_PLAIN_HTTP_ENV, ALLOW_PLAIN_HTTP_FLAG, check_server_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_ALLOW_PLAIN_HTTP = "hostseal.allow_plain_http_loopback"
+
+
+def _remember_allowance(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    ctx.meta[_ALLOW_PLAIN_HTTP] = value
+
+
 def client_options(func: F) -> F:
-    """``--server``, ``--token-file``, ``--ca``: where and how to reach the server."""
+    """``--server``, ``--token-file``, ``--ca`` (and the development-only
+    ``--allow-plain-http-loopback``): where and how to reach the server."""
+    func = click.option(
+        ALLOW_PLAIN_HTTP_FLAG,
+        is_flag=True,
+        expose_value=False,
+        callback=_remember_allowance,
+        help="Development only: allow http:// to a server on this machine (127.0.0.0/8, ::1, "
+        f"localhost). Environment: {ALLOW_PLAIN_HTTP_ENV}=loopback.",
+    )(func)
     func = click.option(
         "--ca",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -49,7 +67,12 @@ def client_options(func: F) -> F:
 
 
 def _client(server: str, token_file: Path | None, ca: Path | None) -> Client:
-    return Client(server, read_token(token_file), tls_verify(ca, server))
+    ctx = click.get_current_context(silent=True)
+    allow = bool(ctx and ctx.meta.get(_ALLOW_PLAIN_HTTP))
+    check_server_url(server, allow_plain_http_loopback=allow)  # before the token is read
+    return Client(
+        server, read_token(token_file), tls_verify(ca, server), allow_plain_http_loopback=allow
+    )
 
 
 def _print_or_json(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
@@ -113,13 +136,48 @@ def _host_detail(h: dict[str, Any]) -> None:
         ),
     ]
     if h["ek"].get("new_fingerprint"):
-        rows.append(("New EK (TPM changed)", h["ek"]["new_fingerprint"]))
+        rows.append(("New EK (accepted)", h["ek"]["new_fingerprint"]))
+    if h.get("removed"):
+        removed = h["removed"]
+        rows.append(("Removed", f"{removed['at']} by {removed['by']}: {removed['reason']}"))
     _kv(rows)
+    _tpm_requests(h)
     if h.get("verdicts"):
         table = Table("When", "Verdict", "Messages", title="Attestation history")
         for v in h["verdicts"][:20]:
             table.add_row(v["at"], v["status"], "\n".join(v["messages"]))
         Console().print(table)
+
+
+def _tpm_requests(h: dict[str, Any]) -> None:
+    """Each TPM change request as a block: another TPM enrolled under this name."""
+    for r in h.get("tpm_change_requests") or []:
+        if r["trusted_chain"]:
+            certificate = "trusted vendor chain" + (f" ({r['vendor']})" if r.get("vendor") else "")
+        else:
+            certificate = "present, no trusted chain" if r["certificate"] else "none sent"
+        Console().print(
+            f"\n[bold]TPM change request {r['id']}[/bold] ({r['state']}): another TPM enrolled "
+            "under this name; the host is unchanged."
+        )
+        rows = [
+            ("Enrolled EK", r["old_ek_fingerprint"]),
+            ("New EK", r["new_ek_fingerprint"]),
+            ("EK certificate", certificate),
+            ("From address", r.get("address") or "unknown"),
+            ("Requested", r["requested_at"]),
+        ]
+        if r["state"] == "open":
+            rows.append(
+                (
+                    "Decide",
+                    f"hostseal host accept-tpm {h['name']} --request {r['id']} --reason ...\n"
+                    f"hostseal host reject-tpm {h['name']} --request {r['id']} --reason ...",
+                )
+            )
+        else:
+            rows.append(("Decided", f"{r['decided_at']} by {r['decided_by']}: {r['reason']}"))
+        _kv(rows)
 
 
 @click.group()
@@ -128,11 +186,15 @@ def host() -> None:
 
 
 @host.command("list")
+@click.option("--removed", is_flag=True, help="The removed hosts (kept with their history).")
 @client_options
 @json_option
-def host_list(server: str, token_file: Path | None, ca: Path | None, as_json: bool) -> None:
+def host_list(
+    removed: bool, server: str, token_file: Path | None, ca: Path | None, as_json: bool
+) -> None:
     """Every host with its attestation status and message (viewer)."""
-    data = _client(server, token_file, ca).call("GET", "/v1/hosts")
+    params = {"removed": "true"} if removed else None
+    data = _client(server, token_file, ca).call("GET", "/v1/hosts", params=params)
     _print_or_json(data, as_json, _hosts_table)
 
 
@@ -171,15 +233,108 @@ def _host_action(action: str, past: str, doc: str) -> click.Command:
 
 _host_action(
     "reconnect",
-    "will be accepted with its new TPM at its next enrolment",
-    "Accept the host's next enrolment with a new EK, after a TPM or system board replacement "
-    "(operator; audited).",
+    "will be accepted with any new TPM at its next enrolment (a TPM without a vendor "
+    "certificate chain then waits for approval)",
+    "Before a planned TPM or system board replacement: accept the host's next enrolment with "
+    "any new EK (operator; audited). A TPM that already asked has a request: use accept-tpm.",
+)
+
+
+def _tpm_decision(decision: str, past: str, doc: str) -> click.Command:
+    @click.argument("name")
+    @click.option(
+        "--request",
+        "request_id",
+        type=click.IntRange(1, 2**31 - 1),
+        required=True,
+        help="The request's ID (hostseal host show NAME).",
+    )
+    @click.option("--reason", required=True, help="Why (kept in the audit log).")
+    @client_options
+    @json_option
+    def command(
+        name: str,
+        request_id: int,
+        reason: str,
+        server: str,
+        token_file: Path | None,
+        ca: Path | None,
+        as_json: bool,
+    ) -> None:
+        client = _client(server, token_file, ca)
+        data = client.call(
+            "POST",
+            f"/v1/hosts/{name}/tpm-requests/{request_id}/{decision}",
+            body={"reason": reason},
+        )
+        _print_or_json(data, as_json, lambda _: click.echo(past.format(name=name, id=request_id)))
+
+    command.__doc__ = doc
+    return host.command(f"{decision}-tpm")(command)
+
+
+_tpm_decision(
+    "accept",
+    "TPM change request {id} accepted: the new TPM's agent enrols as host {name} at its next "
+    "report; without a vendor certificate chain it then waits for: hostseal host approve {name}.",
+    "Accept a TPM change request of host NAME after a TPM or system board replacement: that "
+    "TPM's next enrolment replaces the host's EK (operator; audited with both EKs).",
+)
+_tpm_decision(
+    "reject",
+    "TPM change request {id} rejected: host {name} is unchanged and that TPM is refused.",
+    "Reject a TPM change request of host NAME: that TPM is refused under the name (operator; "
+    "audited).",
 )
 _host_action(
     "approve",
     "approved",
     "Approve a host whose EK has no trusted vendor certificate chain (operator; audited).",
 )
+
+
+@host.command("enrolment-token")
+@click.option("--host", "host_name", help="The one host name it enrols (the token is used once).")
+@click.option(
+    "--uses",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Without --host: how many new hosts it enrols (a batch token).",
+)
+@click.option(
+    "--hours", type=click.IntRange(1, 720), default=24, show_default=True, help="Valid for."
+)
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@client_options
+@json_option
+def host_enrolment_token(
+    host_name: str | None,
+    uses: int,
+    hours: int,
+    reason: str,
+    server: str,
+    token_file: Path | None,
+    ca: Path | None,
+    as_json: bool,
+) -> None:
+    """Make an enrolment token (admin; audited; shown once), for a server that enrols only with
+    one (HOSTSEAL_SERVER_ENROLMENT=token). Give it to the agent in a file:
+    hostseal agent run --enrolment-token-file FILE."""
+    body = {"host": host_name, "uses": uses, "hours": hours, "reason": reason}
+    data = _client(server, token_file, ca).call("POST", "/v1/enrolment-tokens", body=body)
+
+    def human(d: dict[str, Any]) -> None:
+        what = f"host {d['host']}" if d["host"] else f"{d['uses']} new host(s)"
+        click.echo(d["token"])
+        click.echo(
+            f"Enrolment token for {what}, valid until {d['expires_at']}; shown this once. Put "
+            "it in a file (mode 0600) on the host: hostseal agent run --enrolment-token-file "
+            "FILE.",
+            err=True,
+        )
+
+    _print_or_json(data, as_json, human)
 
 
 @host.command("remove")
@@ -190,7 +345,9 @@ _host_action(
 def host_remove(
     name: str, reason: str, server: str, token_file: Path | None, ca: Path | None, as_json: bool
 ) -> None:
-    """Remove a host (operator; audited). Its escrowed recovery keys are kept."""
+    """Remove a host (operator; audited). It is kept as a removed host with its verdicts and
+    alarms (host list --removed); its agent tokens are revoked; its escrowed recovery keys are
+    kept. The name may enrol again as a new host."""
     data = _client(server, token_file, ca).call(
         "DELETE", f"/v1/hosts/{name}", params={"reason": reason}
     )
@@ -215,11 +372,13 @@ def alarm() -> None:
 @alarm.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include cleared alarms (history).")
 @click.option("--host", "host_name", help="Only this host's alarms.")
+@click.option("--removed", is_flag=True, help="The alarms of removed hosts instead.")
 @client_options
 @json_option
 def alarm_list(
     show_all: bool,
     host_name: str | None,
+    removed: bool,
     server: str,
     token_file: Path | None,
     ca: Path | None,
@@ -229,6 +388,8 @@ def alarm_list(
     params = {} if show_all else {"state": "active"}
     if host_name:
         params["host"] = host_name
+    if removed:
+        params["removed"] = "true"
     data = _client(server, token_file, ca).call("GET", "/v1/alarms", params=params)
     _print_or_json(data, as_json, _alarms_table)
 
@@ -308,38 +469,73 @@ def policy_show(
         click.echo(json.dumps(data["policy"], indent=2))
 
 
+def _history_lines(events: list[dict[str, Any]]) -> None:
+    """One paragraph per change: the summaries are long, a table would cut them."""
+    for e in events:
+        d = e.get("details") or {}
+        what = e["action"].removeprefix("policy.")
+        host = f" {e['host']}" if e.get("host") else ""
+        click.echo(f"{e['at']}  {e['who']} ({e['role']})  {what}{host}")
+        click.echo(f"  reason: {e.get('reason') or '-'}")
+        click.echo(f"  {'LOOSENED: ' if d.get('loosened') else ''}{d.get('summary') or '-'}")
+        if e["action"] == "policy.assigned":
+            old, new = d.get("old") or {}, d.get("new") or {}
+            click.echo(f"  policy: {old.get('name', 'none')} → {new.get('name', 'none')}")
+        else:
+            click.echo(f"  digest: {d.get('old_digest') or 'none'} → {d.get('new_digest')}")
+
+
+@policy.command("history")
+@click.argument("name")
+@client_options
+@json_option
+def policy_history(
+    name: str, server: str, token_file: Path | None, ca: Path | None, as_json: bool
+) -> None:
+    """Who changed or assigned policy NAME, when, why and what it loosened (viewer)."""
+    data = _client(server, token_file, ca).call("GET", f"/v1/policies/{name}/history")
+    _print_or_json(data, as_json, _history_lines)
+
+
 @policy.command("set")
 @click.argument("name")
 @click.argument("file", type=click.File("r"))
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
 @client_options
 @json_option
 def policy_set(
     name: str,
     file: Any,
+    reason: str,
     server: str,
     token_file: Path | None,
     ca: Path | None,
     as_json: bool,
 ) -> None:
-    """Create or replace policy NAME from a JSON FILE ('-' for stdin) (operator)."""
+    """Create or replace policy NAME from a JSON FILE ('-' for stdin) (operator). The audit log
+    keeps the reason, the old and new digests and what the change loosens or tightens."""
     try:
         document = json.load(file)
     except ValueError as exc:
         raise HostsealError(
             f"{file.name} is not JSON: {exc}.", "Give a reference policy JSON document."
         ) from exc
-    data = _client(server, token_file, ca).call("PUT", f"/v1/policies/{name}", body=document)
+    data = _client(server, token_file, ca).call(
+        "PUT", f"/v1/policies/{name}", body=document, params={"reason": reason}
+    )
     _print_or_json(data, as_json, lambda _: click.echo(f"Policy {name} saved."))
 
 
 @policy.command("capture")
 @click.argument("name")
 @click.option("--host", "host_name", required=True, help="The known-good host to capture.")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
 @client_options
 @json_option
 def policy_capture(
     name: str,
     host_name: str,
+    reason: str,
     server: str,
     token_file: Path | None,
     ca: Path | None,
@@ -348,7 +544,7 @@ def policy_capture(
     """Capture policy NAME from a known-good host's last verified evidence and assign it to
     that host (operator)."""
     data = _client(server, token_file, ca).call(
-        "POST", "/v1/policies/capture", body={"name": name, "host": host_name}
+        "POST", "/v1/policies/capture", body={"name": name, "host": host_name, "reason": reason}
     )
     _print_or_json(
         data,
@@ -363,11 +559,13 @@ def policy_capture(
 @policy.command("assign")
 @click.argument("name")
 @click.argument("hosts", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
 @client_options
 @json_option
 def policy_assign(
     name: str,
     hosts: tuple[str, ...],
+    reason: str,
     server: str,
     token_file: Path | None,
     ca: Path | None,
@@ -376,7 +574,8 @@ def policy_assign(
     """Assign policy NAME to HOSTS ('none' to unassign) (operator)."""
     client = _client(server, token_file, ca)
     target = None if name == "none" else name
-    results = [client.call("PUT", f"/v1/hosts/{h}/policy", body={"policy": target}) for h in hosts]
+    body = {"policy": target, "reason": reason}
+    results = [client.call("PUT", f"/v1/hosts/{h}/policy", body=body) for h in hosts]
     _print_or_json(
         results, as_json, lambda _: click.echo(f"Policy {name} assigned to {', '.join(hosts)}.")
     )
@@ -434,3 +633,72 @@ def escrow_export(
     atomic_write(out, (json.dumps(data, indent=2) + "\n").encode(), mode=0o600)
     keys = sum(len(h["keys"]) for h in data["hosts"])
     click.echo(f"{keys} recovery keys of {len(data['hosts'])} hosts written to {out}.")
+
+
+# --- API tokens (remote; the server's data directory: hostseal server token) ----------------
+
+
+@click.group()
+def token() -> None:
+    """API tokens over the API (admin; each change audited with a reason). On the server's data
+    directory, without a running server: hostseal server token."""
+
+
+@token.command("create")
+@click.option(
+    "--role", type=click.Choice(["viewer", "operator", "admin"]), required=True, help="The role."
+)
+@click.option("--name", required=True, help="Who holds the token (unique among active tokens).")
+@click.option("--reason", required=True, help="Why the token is made (kept in the audit log).")
+@client_options
+@json_option
+def token_create(
+    role: str,
+    name: str,
+    reason: str,
+    server: str,
+    token_file: Path | None,
+    ca: Path | None,
+    as_json: bool,
+) -> None:
+    """Create a token and print it once: the server stores only its hash."""
+    body = {"name": name, "role": role, "reason": reason}
+    data = _client(server, token_file, ca).call("POST", "/v1/tokens", body=body)
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(data["token"])
+    click.echo(
+        f"Token {name!r} ({role}) created. It is shown only now: give it to its holder, who "
+        "sets HOSTSEAL_TOKEN (or uses --token-file).",
+        err=True,
+    )
+
+
+@token.command("list")
+@client_options
+@json_option
+def token_list(server: str, token_file: Path | None, ca: Path | None, as_json: bool) -> None:
+    """The user tokens (names, roles, dates; never the tokens themselves)."""
+    data = _client(server, token_file, ca).call("GET", "/v1/tokens")
+
+    def human(rows: list[dict[str, Any]]) -> None:
+        table = Table("Name", "Role", "Created", "Revoked")
+        for row in rows:
+            table.add_row(row["name"], row["role"], row["created_at"], row["revoked_at"] or "")
+        Console().print(table)
+
+    _print_or_json(data, as_json, human)
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why the token is revoked (kept in the audit log).")
+@client_options
+def token_revoke(
+    name: str, reason: str, server: str, token_file: Path | None, ca: Path | None
+) -> None:
+    """Revoke the active token called NAME; it stops working at once."""
+    path = f"/v1/tokens/{quote(name, safe='')}"
+    _client(server, token_file, ca).call("DELETE", path, params={"reason": reason})
+    click.echo(f"Token {name!r} revoked.")

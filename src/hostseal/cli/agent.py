@@ -11,6 +11,7 @@ import click
 from hostseal.agent import Agent, AgentConfig
 from hostseal.agent.state import default_state_dir
 from hostseal.cli._common import echo_json, json_option, settings_of
+from hostseal.transport import ALLOW_PLAIN_HTTP_ENV, ALLOW_PLAIN_HTTP_FLAG, check_server_url
 
 
 @click.group()
@@ -59,6 +60,20 @@ def agent() -> None:
     show_default=True,
     help="Upload the recovery keys to the service (escrow) when they change.",
 )
+@click.option(
+    "--enrolment-token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="HOSTSEAL_ENROLMENT_TOKEN_FILE",
+    help="File holding an enrolment token, for a server that enrols only with one "
+    "(HOSTSEAL_SERVER_ENROLMENT=token). Environment: HOSTSEAL_ENROLMENT_TOKEN_FILE.",
+)
+@click.option(
+    ALLOW_PLAIN_HTTP_FLAG,
+    "allow_plain_http",
+    is_flag=True,
+    help="Development only: allow http:// to a server on this machine (127.0.0.0/8, ::1, "
+    f"localhost). Environment: {ALLOW_PLAIN_HTTP_ENV}=loopback.",
+)
 @json_option
 @click.pass_context
 def run(
@@ -72,6 +87,8 @@ def run(
     eventlog: Path | None,
     once: bool,
     escrow: bool,
+    enrolment_token_file: Path | None,
+    allow_plain_http: bool,
     as_json: bool,
 ) -> None:
     """Enrol (first time), then attest now and every --interval seconds, escrowing recovery
@@ -87,6 +104,8 @@ def run(
         state_dir=state_dir or default_state_dir(),
         interval=interval,
         escrow=escrow,
+        allow_plain_http_loopback=allow_plain_http,
+        enrolment_token_file=enrolment_token_file,
     )
     the_agent = Agent(config)
     if once:
@@ -127,6 +146,8 @@ def install_unit(server: str, ca: Path, interval: int, root: Path) -> None:
 
     from hostseal import systemd
 
+    # the unit runs for real: https:// only, without the development allowance
+    check_server_url(server, env={})
     exe = shutil.which("hostseal") or os.path.abspath(sys.argv[0])
     text = systemd.agent_unit(exe, server, ca, interval)
     for path in systemd.install(root, systemd.AGENT_UNIT, text, "multi-user.target"):

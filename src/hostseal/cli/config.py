@@ -12,7 +12,15 @@ import click
 
 from hostseal.cli._common import echo_json, json_option, settings_of
 from hostseal.errors import HostsealError
-from hostseal.secureconfig import Mode, bootunit, manager, parse_recovery_id, parse_recovery_key
+from hostseal.secureconfig import (
+    Mode,
+    RecoveryKey,
+    bootunit,
+    manager,
+    parse_recovery_id,
+    parse_recovery_key,
+)
+from hostseal.secureconfig.info import EncryptionInfo
 
 _KEY_HELP = (
     "The recovery key is never taken as an argument (it would show in ps and shell history): "
@@ -245,6 +253,51 @@ def restore(
     _notices(out.notices)
 
 
+def _slots_rewrapped(info: EncryptionInfo) -> str:
+    parts = []
+    if info.tpm_slot is not None:
+        pcrs = ", ".join(map(str, info.tpm_slot.pcrs))
+        parts.append(
+            f"the TPM slot (PCRs {pcrs}, {info.tpm_slot.pcr_bank})"
+            if pcrs
+            else "the TPM slot (bound to this TPM, no PCRs)"
+        )
+    if info.none_slot is not None:
+        parts.append(f"the NONE-mode slot ({info.none_slot.protection})")
+    n = len(info.recovery_slots)
+    ids = ", ".join(s.formatted_id for s in info.recovery_slots)
+    parts.append(f"{n} recovery slot{'' if n == 1 else 's'}" + (f" ({ids})" if n else ""))
+    return ", ".join(parts)
+
+
+@config.command()
+@json_option
+@click.pass_context
+def rekey(ctx: click.Context, as_json: bool) -> None:
+    """Re-encrypt the configuration under a new data key now and wrap it again in every slot.
+
+    Every save already does this; use it after a recovery key or an escrow copy was exposed, so
+    that the data key of any older copy opens nothing from now on."""
+    out = manager.rekey(_ctx(ctx))
+    info = out.info
+    if as_json:
+        echo_json(
+            {
+                "generation": info.generation,
+                "recovery_key_ids": [s.formatted_id for s in info.recovery_slots],
+                "notices": out.notices,
+            }
+        )
+        return
+    click.echo(f"New data key for generation {info.generation}.")
+    click.echo(f"Re-wrapped: {_slots_rewrapped(info)}.")
+    click.echo(
+        "Copies saved before (backups) open only with the keys they held; none opens this "
+        "generation or a later one."
+    )
+    _notices(out.notices)
+
+
 @config.command("install-boot-unit")
 @click.option(
     "--root",
@@ -278,11 +331,21 @@ def recovery(ctx: click.Context, bootbank: Path | None) -> None:
 
 
 @recovery.command("list")
+@click.option(
+    "--reason",
+    help="Why the keys are read (audited with your user name). Asked for when interactive.",
+)
 @json_option
 @click.pass_context
-def recovery_list(ctx: click.Context, as_json: bool) -> None:
-    """Recovery ID and Key of each recovery key (esxcli ... encryption recovery list)."""
-    keys = manager.recovery_list(_ctx(ctx))
+def recovery_list(ctx: click.Context, reason: str | None, as_json: bool) -> None:
+    """Recovery ID and Key of each recovery key (esxcli ... encryption recovery list).
+
+    A reveal: the read is written to the bootbank's audit log with the reason and the user."""
+    if reason is None and sys.stdin.isatty():
+        reason = click.prompt(
+            "Reason for reading the recovery keys", default="", show_default=False
+        )
+    keys = manager.recovery_list(_ctx(ctx), reason or "")
     if as_json:
         echo_json([{"recovery_id": k.formatted_id, "key": k.formatted_key} for k in keys])
         return
@@ -296,12 +359,51 @@ def recovery_list(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def recovery_rotate(ctx: click.Context, recovery_id: str | None, as_json: bool) -> None:
-    """Replace a recovery key with a new one; the old one stops working."""
-    new = manager.recovery_rotate(
-        _ctx(ctx), parse_recovery_id(recovery_id) if recovery_id else None
+    """Replace a recovery key with a new one; the old one stops working.
+
+    Two steps: the new key is added (both work) and shown, then the old one is removed, each
+    under a new data key. Interrupted, the old key still works: run it again to finish."""
+
+    def show(new: RecoveryKey) -> None:
+        try:
+            if as_json:
+                echo_json({"recovery_id": new.formatted_id, "key": new.formatted_key})
+            else:
+                click.echo(f"New recovery key {new.formatted_id}:\n{new.formatted_key}")
+            _shown_durably()
+        except OSError as err:
+            _silence_stdout()
+            raise HostsealError(
+                f"The new recovery key could not be shown (standard output: {err.strerror}), so "
+                "the rotation stopped half-way: the old recovery key still works.",
+                "Run hostseal recovery rotate again with a working terminal or output file; it "
+                "finishes the rotation with a key that is shown.",
+            ) from None
+
+    manager.recovery_rotate(
+        _ctx(ctx), parse_recovery_id(recovery_id) if recovery_id else None, show
     )
-    if as_json:
-        echo_json({"recovery_id": new.formatted_id, "key": new.formatted_key})
-        return
-    click.echo(f"New recovery key {new.formatted_id}:\n{new.formatted_key}")
-    click.echo("Save it now, away from this host. The old key no longer works.", err=True)
+    if not as_json:
+        click.echo("Save it now, away from this host. The old key no longer works.", err=True)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that exiting does not fail on it again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _shown_durably() -> None:
+    """Flush the key to standard output (and to disk, when it is a file) before the old key is
+    removed; raises if it could not be written."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): the flush was the showing
+    if os.path.isfile(f"/proc/self/fd/{fd}"):
+        os.fsync(fd)

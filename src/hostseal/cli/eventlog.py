@@ -89,6 +89,8 @@ def _event_json(event: measure.Event) -> dict[str, Any]:
         "digests": {bank: d.hex() for bank, d in event.digests.items()},
         "description": measure.describe(event),
         "data": event.data.hex(),
+        # verified | unverified | forged: whether the digests cover the data (docs/eventlog.md)
+        "data_status": measure.binding(event).status,
     }
 
 
@@ -172,7 +174,11 @@ def summary(file: IO[bytes], as_json: bool) -> None:
         click.echo(f"  {name}: {certificates}, {count_text(db['hashes'], 'hash')}")
     click.echo(f"Firmware version: {data['firmware_version'] or 'not recorded'}")
     for app in data["boot_applications"]:
-        click.echo(f"Boot application (PCR {app['pcr']}): {app['path']}")
-    click.echo(f"Kernel command line: {data['kernel_cmdline'] or 'not recorded'}")
+        click.echo(f"Boot application (PCR {app['pcr']}): {app['path']} (path unverified)")
+    cmdline = {
+        "forged": "FORGED: the event data does not match its measurement",
+        "unverified": "unverified: its digest is not over the text",
+    }.get(data["kernel_cmdline_status"] or "", data["kernel_cmdline"] or "not recorded")
+    click.echo(f"Kernel command line: {cmdline}")
     for warning in data["warnings"]:
         click.echo(f"Warning: {warning}", err=True)

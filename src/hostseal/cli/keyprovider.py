@@ -9,6 +9,7 @@ import click
 
 from hostseal.cli._common import echo_json, json_option
 from hostseal.keyprovider import KeyProviderError, ProviderStore
+from hostseal.transport import ALLOW_PLAIN_HTTP_FLAG
 from hostseal.vtpm.paths import VtpmDirs, default_vtpm_dir
 
 
@@ -221,8 +222,20 @@ def set_default(name: str) -> None:
 )
 @click.option("--ca", type=click.Path(path_type=Path, exists=True), help="CA of the service.")
 @click.option("--off", is_flag=True, help="Release keys without asking the service.")
+@click.option(
+    ALLOW_PLAIN_HTTP_FLAG,
+    "allow_plain_http",
+    is_flag=True,
+    help="Development only: allow an http:// service on this machine (127.0.0.0/8, ::1, "
+    "localhost); kept in the release configuration.",
+)
 def require_attestation(
-    host: str | None, server: str | None, token_file: Path, ca: Path | None, off: bool
+    host: str | None,
+    server: str | None,
+    token_file: Path,
+    ca: Path | None,
+    off: bool,
+    allow_plain_http: bool,
 ) -> None:
     """Release vTPM keys only while this host's last attestation passed."""
     providers = store()
@@ -232,5 +245,7 @@ def require_attestation(
         return
     if not (host and server):
         raise click.UsageError("Give --host and --server (or --off).")
-    providers.require_attestation(host, server, token_file, ca)
+    providers.require_attestation(
+        host, server, token_file, ca, allow_plain_http_loopback=allow_plain_http
+    )
     click.echo(f"Keys are released only while host {host}'s last attestation passed.")

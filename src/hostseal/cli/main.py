@@ -57,7 +57,7 @@ def _register() -> None:
     cli.add_command(lab.lab)
     cli.add_command(quote.quote)
     cli.add_command(server.server)
-    for group in (admin.host, admin.alarm, admin.policy, admin.escrow):
+    for group in (admin.host, admin.alarm, admin.policy, admin.escrow, admin.token):
         cli.add_command(group)
     cli.add_command(vtpm.vtpm)
     cli.add_command(keyprovider.keyprovider)

@@ -90,7 +90,10 @@ def token() -> None:
 
 @token.command("create")
 @click.option(
-    "--role", type=click.Choice(["viewer", "operator", "admin"]), required=True, help="The role."
+    "--role",
+    type=click.Choice(["viewer", "operator", "admin", "metrics"]),
+    required=True,
+    help="The role (metrics: reads /metrics and nothing else, for Prometheus).",
 )
 @click.option("--name", required=True, help="Who holds the token (unique among active tokens).")
 @_data_dir

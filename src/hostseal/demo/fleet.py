@@ -112,9 +112,15 @@ class DemoFleet:
         # The first host is the known-good one: its verified evidence becomes the policy.
         first, *others = self.names
         self._agent(first).attest_once()
-        operator.call("POST", "/v1/policies/capture", body={"name": "golden", "host": first})
+        operator.call(
+            "POST",
+            "/v1/policies/capture",
+            body={"name": "golden", "host": first, "reason": "demo: the known-good host"},
+        )
         for name in others:
-            operator.call("PUT", f"/v1/hosts/{name}/policy", body={"policy": "golden"})
+            operator.call(
+                "PUT", f"/v1/hosts/{name}/policy", body={"policy": "golden", "reason": "demo fleet"}
+            )
         for name in self.names:
             self._spawn_agent(name)
 

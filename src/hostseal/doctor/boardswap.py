@@ -41,8 +41,11 @@ AFTER_SWAP = [
     "Shift+O at the boot loader, append encryptionRecoveryKey=KEY, then /sbin/auto-backup.sh).",
     "Rotate the recovery key (hostseal recovery rotate), save the new one off the host, and "
     "take a new backup (hostseal config backup --out FILE).",
-    "Re-register the host with the attestation service: it reports 'TPM changed' until an "
-    "operator approves the new TPM.",
+    "Re-register the host with the attestation service: before the swap an operator runs "
+    "hostseal host reconnect NAME --reason ...; or after it, the new TPM's enrolment is a TPM "
+    "change request that an operator accepts (hostseal host accept-tpm NAME --request ID "
+    "--reason ...). A new TPM without a vendor certificate chain then waits for hostseal host "
+    "approve NAME.",
 ]
 
 

@@ -79,9 +79,9 @@ CHECK_STATES = ("warn", "fail")
 TEXT_FIELDS = ("title", "cause", "remedy")
 DEFAULT_LANGUAGE = "en"
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}$")
-_LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_TYPE = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
+_ID = re.compile(r"[a-z0-9][a-z0-9.-]{1,62}")  # all three: fullmatch, no trailing newline
+_LANG = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+_TYPE = re.compile(r"[A-Z][A-Za-z0-9_]*")
 _TOP_KEYS = {"id", "severity", "references", "supersedes", "log", "check", "error", "text"}
 _LOG_KEYS = {"kinds", "pattern", "evidence_only", "case_sensitive"}
 _CHECK_KEYS = {"check", "state", "reason"}
@@ -183,7 +183,7 @@ def negotiate(language: str | None) -> list[str]:
     wanted = ["-".join([parts[0].lower(), *parts[1:]])]
     if len(parts) > 1:
         wanted.append(parts[0].lower())
-    return [w for w in wanted if _LANG.match(w)] or [DEFAULT_LANGUAGE]
+    return [w for w in wanted if _LANG.fullmatch(w)] or [DEFAULT_LANGUAGE]
 
 
 @dataclass
@@ -326,7 +326,7 @@ def _entry(source: str, data: Mapping[str, Any]) -> tuple[Entry | None, list[str
     p = _Problems(source)
     p.unknown_keys("", data, _TOP_KEYS)
     entry_id = data.get("id")
-    if not isinstance(entry_id, str) or not _ID.match(entry_id):
+    if not isinstance(entry_id, str) or not _ID.fullmatch(entry_id):
         p.add("id", "missing, or not lower-case letters, digits, '.' and '-'")
         entry_id = None
     elif source != f"{entry_id}.toml":
@@ -415,7 +415,7 @@ def _checks(p: _Problems, value: Any) -> Iterable[CheckSignature]:
         if state not in CHECK_STATES:
             p.add(f"{where}state", f"must be one of {', '.join(CHECK_STATES)}")
             ok = False
-        if reason is not None and not (isinstance(reason, str) and _ID.match(reason)):
+        if reason is not None and not (isinstance(reason, str) and _ID.fullmatch(reason)):
             p.add(f"{where}reason", "must be an id (lower-case letters, digits, '-')")
             ok = False
         if ok:
@@ -426,10 +426,10 @@ def _errors(p: _Problems, value: Any) -> Iterable[ErrorSignature]:
     for where, table in _tables(p, "error", value):
         p.unknown_keys(where, table, _ERROR_KEYS)
         kind, cause = table.get("type"), table.get("cause")
-        if not (isinstance(kind, str) and _TYPE.match(kind)):
+        if not (isinstance(kind, str) and _TYPE.fullmatch(kind)):
             p.add(f"{where}type", "must be the class name of a hostseal error")
             continue
-        if cause is not None and not (isinstance(cause, str) and _ID.match(cause)):
+        if cause is not None and not (isinstance(cause, str) and _ID.fullmatch(cause)):
             p.add(f"{where}cause", "must be an id (lower-case letters, digits, '-')")
             continue
         yield ErrorSignature(kind, cause)
@@ -442,7 +442,7 @@ def _texts(p: _Problems, value: Any) -> dict[str, dict[str, Any]]:
     texts: dict[str, dict[str, Any]] = {}
     for lang, table in value.items():
         where = f"text.{lang}."
-        if not _LANG.match(lang):
+        if not _LANG.fullmatch(lang):
             p.add(f"text.{lang}", "not a language tag (en, de, pt-BR, ...)")
             continue
         if not isinstance(table, dict):

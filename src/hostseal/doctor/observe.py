@@ -180,10 +180,11 @@ def _probe(tpm: Tpm, slot: TpmSlot) -> Probe:
 
 
 def audit_listings(audit: list[dict[str, object]]) -> dict[str, str]:
-    """Recovery ID -> the last time ``hostseal recovery list`` showed it (from the audit log)."""
+    """Recovery ID -> the last time ``hostseal recovery list`` showed it to a person (from the
+    audit log; the agent's reads for escrow are not a person seeing the key)."""
     shown: dict[str, str] = {}
     for record in audit:
-        if record.get("action") != "recovery.list":
+        if record.get("action") != "recovery.list" or record.get("reader") == "agent":
             continue
         ids = record.get("recovery_ids")
         if isinstance(ids, list):

@@ -18,7 +18,7 @@ from typing import Protocol
 from hostseal.keyprovider.errors import KeyProviderError
 
 DATA_KEY_BYTES = 32
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # fullmatch: no trailing newline
 _KCV_LABEL = b"hostseal data key check v1"
 
 
@@ -47,7 +47,7 @@ def key_check_value(material: bytes) -> str:
 
 
 def check_name(name: str, what: str = "key provider") -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise KeyProviderError(
             f"{name!r} is not a valid {what} name.",
             "Use letters, digits, '.', '_' or '-' (at most 63 characters, not starting with a "

@@ -46,7 +46,7 @@ from hostseal.keyprovider.errors import (
 KIND = "native"
 BACKUP_FORMAT = "hostseal-native-key-provider-backup"
 BACKUP_VERSION = 1
-_KEY_ID = re.compile(r"^[0-9a-f]{32}$")
+_KEY_ID = re.compile(r"[0-9a-f]{32}")  # fullmatch: no trailing newline
 
 
 def _now() -> str:
@@ -188,7 +188,7 @@ class NativeProvider:
 
     # -- data keys -----------------------------------------------------------------------
     def _key_path(self, key_id: str) -> Path:
-        if not _KEY_ID.match(key_id):
+        if not _KEY_ID.fullmatch(key_id):
             raise KeyNotFound(
                 f"{key_id!r} is not a key id of the native key provider {self.name!r}.",
                 "Check the vTPM record: native key ids are 32 hexadecimal digits.",

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from hostseal.errors import HostsealError
 from hostseal.keyprovider.base import DataKey, KeyProvider
 from hostseal.keyprovider.errors import KeyReleaseRefused
+from hostseal.transport import check_server_url
 
 PASSED = "passed"
 
@@ -60,9 +62,16 @@ class HttpVerdictSource:
     (the answer names the host the token belongs to; it must be ``host``)."""
 
     def __init__(
-        self, server: str, token_file: Path, ca: Path | None = None, timeout: float = 10.0
+        self,
+        server: str,
+        token_file: Path,
+        ca: Path | None = None,
+        timeout: float = 10.0,
+        *,
+        allow_plain_http_loopback: bool = False,
     ) -> None:
         self.server = server.rstrip("/")
+        self.allow_plain_http_loopback = allow_plain_http_loopback
         self.token_file = token_file
         self.ca = ca
         self.timeout = timeout
@@ -71,6 +80,11 @@ class HttpVerdictSource:
     def verdict(self, host: str) -> Verdict:
         import httpx
 
+        try:  # the agent token goes over https:// only (hostseal.transport)
+            check_server_url(self.server, allow_plain_http_loopback=self.allow_plain_http_loopback)
+        except HostsealError as err:
+            message = f"{err.message.rstrip('.')}; no vTPM key is released."
+            raise KeyReleaseRefused(message, err.remedy) from None
         try:
             token = self.token_file.read_text().strip()
         except OSError as err:

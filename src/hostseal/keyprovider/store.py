@@ -23,6 +23,7 @@ from hostseal.keyprovider.errors import KeyProviderError, KeyProviderNotFound
 from hostseal.keyprovider.kmip import DEFAULT_PORT, KmipProvider
 from hostseal.keyprovider.native import NativeProvider
 from hostseal.keyprovider.release import AttestationGate, GatedProvider, HttpVerdictSource
+from hostseal.transport import check_server_url
 
 CONFIG = "providers.json"
 RELEASE = "release.json"
@@ -228,6 +229,7 @@ class ProviderStore:
             str(config["server"]),
             Path(str(config["token_file"])),
             Path(str(config["ca"])) if config.get("ca") else None,
+            allow_plain_http_loopback=config.get("allow_plain_http_loopback") is True,
         )
         return AttestationGate(source, str(config["host"]))
 
@@ -246,15 +248,26 @@ class ProviderStore:
         return config
 
     def require_attestation(
-        self, host: str, server: str, token_file: Path, ca: Path | None = None
+        self,
+        host: str,
+        server: str,
+        token_file: Path,
+        ca: Path | None = None,
+        *,
+        allow_plain_http_loopback: bool = False,
     ) -> None:
-        """From now on, release keys only while ``host``'s last attestation passed."""
-        config = {
+        """From now on, release keys only while ``host``'s last attestation passed. The
+        server must be https:// (plain HTTP only to loopback with the development allowance,
+        which is then kept in the configuration)."""
+        server = check_server_url(server, allow_plain_http_loopback=allow_plain_http_loopback)
+        config: dict[str, object] = {
             "host": host,
             "server": server,
             "token_file": str(token_file.resolve()),
             "ca": str(ca.resolve()) if ca else None,
         }
+        if allow_plain_http_loopback:
+            config["allow_plain_http_loopback"] = True
         self._ensure_dir()
         atomic_write(self.path / RELEASE, json.dumps(config, indent=2).encode(), mode=0o600)
 

@@ -33,7 +33,7 @@ from hostseal.lab.firmware import BootConfig, measure_boot
 from hostseal.tpm import open_tpm
 
 DEFAULT_BANKS = ("sha1", "sha256")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # fullmatch: no trailing newline
 
 
 class LabError(HostsealError):
@@ -91,7 +91,7 @@ class LabHost:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise LabError(
             f"{name!r} is not a valid lab host name.",
             "Use letters, digits, '.', '_' or '-' (at most 63 characters).",

@@ -2,9 +2,12 @@
 kernel command line, firmware blobs, S-CRTM version, separators, authorities.
 
 Event data is not covered by replay: only the digests are extended. Where a value is read from
-the data of an event whose digest must be ``H(data)`` (Secure Boot variables, S-CRTM version,
-separators), the data is checked against the digest and a mismatch is an error, as in
-go-attestation and go-tpm-tools.
+the data of an event whose digest must be over that data (Secure Boot variables, kernel command
+lines, S-CRTM version, separators), the data is checked against the digest in every bank
+(:mod:`hostseal.measure.binding`) and a mismatch is an error (:class:`EventDataForged` for data
+that does not match its measurement), as in go-attestation and go-tpm-tools. Values whose digest
+is not over the data (a boot application's path, a firmware blob's description) carry their
+:class:`~hostseal.measure.binding.Binding`: show them as unverified, never decide on them.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import uuid
 from dataclasses import dataclass
 
 from hostseal.measure import efi
+from hostseal.measure.binding import Binding, binding, require_bound
 from hostseal.measure.errors import EventLogError
 from hostseal.measure.events import (
-    FORMAT_LEGACY_SHA1,
     HASH_FUNCTIONS,
     Event,
     EventLog,
@@ -64,13 +67,11 @@ def _require_verified(event: Event, what: str) -> None:
 
 def _require_variable_verified(log: EventLog, event: Event, variable: efi.EfiVariable) -> None:
     """A variable's digest is H(UEFI_VARIABLE_DATA); TPM 1.2-era firmware (legacy SHA-1 logs,
-    e.g. go-eventlog's linux_tpm12) hashed the variable's value alone, which is accepted there."""
-    if data_verified(event) is not False:
-        return
-    sha1 = HASH_FUNCTIONS["sha1"]
-    if log.format == FORMAT_LEGACY_SHA1 and event.digests.get("sha1") == sha1(variable.data):
-        return
-    _require_verified(event, f"{variable.name} variable")
+    e.g. go-eventlog's linux_tpm12) hashed the variable's value alone, which is accepted there
+    (:mod:`hostseal.measure.binding` then marks the name as not covered). Raises
+    :class:`EventDataForged` when no rule gives the digest in every bank."""
+    del log  # the binding knows the legacy rule from the event's digests
+    require_bound(event, f"{variable.name} variable")
 
 
 def _variable(event: Event) -> efi.EfiVariable:
@@ -95,16 +96,9 @@ def _before_separator(log: EventLog, pcr: int) -> list[Event]:
 # --- Secure Boot ---------------------------------------------------------------------------
 
 
-def secure_boot_state(log: EventLog, *, allow_empty: bool = False) -> bool | None:
-    """Secure Boot on (True) or off (False) per the SecureBoot variable measured into PCR 7;
-    None when the log has no such measurement (legacy BIOS, or a log without PCR 7).
-
-    Raises :class:`EventLogError` when the measurement cannot be trusted or read: its data does
-    not match its digest, the variable is logged twice, or its value is not exactly one byte
-    (go-tpm-tools rejects the Arch Linux workstation log for the same reason: "SecureBoot data
-    len is 0, expected 1"). ``allow_empty`` reads an empty value as off, as go-eventlog's
-    ``AllowEmptySBVar`` does (firmware that measures an absent SecureBoot variable).
-    """
+def secure_boot_event(log: EventLog) -> tuple[Event, efi.EfiVariable] | None:
+    """The SecureBoot variable's event in PCR 7 (before the separator) and its decoded data,
+    unchecked; None if the log has none. Raises :class:`EventLogError` if it is logged twice."""
     found: tuple[Event, efi.EfiVariable] | None = None
     for event in _before_separator(log, 7):
         if event.event_type != EventType.EV_EFI_VARIABLE_DRIVER_CONFIG:
@@ -117,6 +111,20 @@ def secure_boot_state(log: EventLog, *, allow_empty: bool = False) -> bool | Non
                 event.index, event.offset, "the SecureBoot variable is measured a second time"
             )
         found = (event, variable)
+    return found
+
+
+def secure_boot_state(log: EventLog, *, allow_empty: bool = False) -> bool | None:
+    """Secure Boot on (True) or off (False) per the SecureBoot variable measured into PCR 7;
+    None when the log has no such measurement (legacy BIOS, or a log without PCR 7).
+
+    Raises :class:`EventLogError` when the measurement cannot be trusted or read: its data does
+    not match its digest, the variable is logged twice, or its value is not exactly one byte
+    (go-tpm-tools rejects the Arch Linux workstation log for the same reason: "SecureBoot data
+    len is 0, expected 1"). ``allow_empty`` reads an empty value as off, as go-eventlog's
+    ``AllowEmptySBVar`` does (firmware that measures an absent SecureBoot variable).
+    """
+    found = secure_boot_event(log)
     if found is None:
         return None
     event, variable = found
@@ -195,6 +203,10 @@ class Authority:
     owner: uuid.UUID | None
     after_separator: bool
 
+    @property
+    def binding(self) -> Binding:
+        return binding(self.event)
+
 
 def authorities(log: EventLog) -> list[Authority]:
     """EV_EFI_VARIABLE_AUTHORITY events on PCR 7 (``after_separator``: for a boot application,
@@ -266,6 +278,11 @@ class FirmwareBlob:
     base: int
     length: int
 
+    @property
+    def binding(self) -> Binding:
+        """Unverified as a rule: the digest is over the blob, not over this description."""
+        return binding(self.event)
+
 
 def firmware_blobs(log: EventLog) -> list[FirmwareBlob]:
     """EV_EFI_PLATFORM_FIRMWARE_BLOB(2) events and EV_POST_CODE events that carry a blob."""
@@ -291,7 +308,11 @@ def firmware_blobs(log: EventLog) -> list[FirmwareBlob]:
 
 @dataclass(frozen=True, slots=True)
 class BootApplication:
-    """An EV_EFI_BOOT_SERVICES_APPLICATION: the file (if the device path names one) and digests."""
+    """An EV_EFI_BOOT_SERVICES_APPLICATION: the file (if the device path names one) and digests.
+
+    The digests are the image's Authenticode hash, proven by replay; the path and length come
+    from the event data, which no digest covers: show them as unverified, never decide on them.
+    """
 
     event: Event
     path: str | None
@@ -305,6 +326,10 @@ class BootApplication:
     @property
     def name(self) -> str:
         return self.path or self.device_path or "(no device path)"
+
+    @property
+    def binding(self) -> Binding:
+        return binding(self.event)
 
 
 def boot_applications(log: EventLog) -> list[BootApplication]:
@@ -356,19 +381,43 @@ def cmdline_of(event: Event) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Cmdline:
+    """A kernel command line as an event records it, with how its digest binds it."""
+
+    event: Event
+    text: str
+
+    @property
+    def binding(self) -> Binding:
+        return binding(self.event)
+
+    @property
+    def verified(self) -> bool:
+        return self.binding.verified
+
+
+def kernel_cmdlines(log: EventLog) -> list[Cmdline]:
+    """Every event that records a kernel command line (see :func:`cmdline_of`), unchecked."""
+    return [Cmdline(e, text) for e in log.events if (text := cmdline_of(e)) is not None]
+
+
 def kernel_cmdline(log: EventLog) -> str | None:
     """The kernel command line of the boot (see :func:`cmdline_of`), or None if the log does not
-    record one. The last one logged wins (the one the kernel was started with)."""
-    cmdline: str | None = None
-    for event in log.events:
-        found = cmdline_of(event)
-        if found is not None:
-            cmdline = found
-    return cmdline
+    record one or its digest does not cover it (unverified). The last one logged wins (the one
+    the kernel was started with). Raises :class:`EventDataForged` when a command-line event's
+    data does not match its measurement."""
+    found = kernel_cmdlines(log)
+    for cmdline in found:
+        require_bound(cmdline.event, "kernel command line")
+    if not found or not found[-1].verified:
+        return None
+    return found[-1].text
 
 
 def efi_actions(log: EventLog) -> list[tuple[Event, str]]:
-    """EV_EFI_ACTION and EV_ACTION events with their text."""
+    """EV_EFI_ACTION and EV_ACTION events with their text, unchecked: the digest is H(text), so
+    check ``binding(event)`` before relying on one (describe() marks forged ones)."""
     return [
         (e, e.data.decode("ascii", errors="replace").rstrip("\0"))
         for e in log.events

@@ -1,10 +1,18 @@
-"""One line of text per event, for ``hostseal eventlog show`` and diff messages."""
+"""One line of text per event, for ``hostseal eventlog show``, the dashboard and diff messages.
+
+What an event records comes from its data; the line says when that data is not proven by the
+event's digest (:mod:`hostseal.measure.binding`): "(unverified)" where the format does not hash
+the data (paths of boot applications, firmware blob descriptions), "(name unverified)" where the
+firmware hashed a variable's value alone, and "(FORGED: the event data does not match its
+measurement)" where the digest should cover the data and does not.
+"""
 
 from __future__ import annotations
 
 import struct
 
 from hostseal.measure import decode, efi
+from hostseal.measure.binding import binding
 from hostseal.measure.events import Event, EventType, algorithm_name
 from hostseal.measure.parse import SPEC_ID_SIGNATURE, STARTUP_LOCALITY_SIGNATURE
 
@@ -42,11 +50,22 @@ def _hex(data: bytes) -> str:
 
 
 def describe(event: Event) -> str:
-    """What the event records, in one line; never raises (undecodable data says so)."""
+    """What the event records, in one line, marked when its data is not proven by its digest;
+    never raises (undecodable data says so)."""
     try:
-        return _clip(_describe(event))
+        text = _clip(_describe(event))
     except (ValueError, struct.error, IndexError) as err:
-        return f"<malformed {event.type_name} data: {err}>"
+        text = f"<malformed {event.type_name} data: {err}>"
+    return text + _mark(event)
+
+
+def _mark(event: Event) -> str:
+    if not event.extended or event.event_type == EventType.EV_EFI_HCRTM_EVENT:
+        return ""  # EV_NO_ACTION: read by the parser and replay; H-CRTM: no data shown
+    if event.event_type == EventType.EV_S_CRTM_VERSION and decode.data_verified(event) is False:
+        return ""  # said already: "(data does not match its digest)"
+    label = binding(event).label()
+    return f" ({label})" if label else ""
 
 
 def _describe(event: Event) -> str:
@@ -61,7 +80,7 @@ def _describe(event: Event) -> str:
             decode.LEGACY_SEPARATOR_DATA,
         ):
             kind = f"separator with unusual data {data.hex()}"
-        return kind + _unverified(event)
+        return kind
     if t == EventType.EV_S_CRTM_VERSION:
         return f"S-CRTM version {decode.version_text(data)!r}" + _unverified(event)
     if t in (

@@ -17,6 +17,10 @@ separator_changed              a separator changed (e.g. the firmware signalled 
 startup_locality_changed       the TPM started at another locality (PCR 0's initial value)
 event_changed/added/removed    any other event
 =============================  ===============================================================
+
+Events are aligned by their digests, which replay proves; what a message quotes from event data
+is marked when no digest covers it (a boot application's path: "(path unverified)") or when it
+does not match its measurement ("FORGED"), as :func:`~hostseal.measure.describe.describe` does.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from hostseal.measure import decode, efi
+from hostseal.measure.binding import binding
 from hostseal.measure.describe import describe
 from hostseal.measure.events import Event, EventLog, EventType
 
@@ -189,11 +194,12 @@ def _classify(pcr: int, old: Event | None, new: Event | None) -> LogChange:
         now_text = decode.cmdline_of(new) if new is not None else None
         return change(
             "kernel_cmdline_changed",
-            f"kernel command line changed from {_quoted(was_text)} to {_quoted(now_text)}",
+            f"kernel command line changed from {_quoted(was_text, old)} to "
+            f"{_quoted(now_text, new)}",
         )
     if t == EventType.EV_S_CRTM_VERSION and old is not None and new is not None:
-        was_version = decode.version_text(old.data)
-        now_version = decode.version_text(new.data)
+        was_version = decode.version_text(old.data) + _label(old)
+        now_version = decode.version_text(new.data) + _label(new)
         return change(
             "firmware_changed", f"firmware version changed from '{was_version}' to '{now_version}'"
         )
@@ -222,8 +228,15 @@ def _was_now(what: str, old: Event | None, new: Event | None) -> str:
     return f"{what} changed from '{was}' to '{now}'"
 
 
-def _quoted(text: str | None) -> str:
-    return "(none)" if text is None else f"'{text}'"
+def _label(event: Event) -> str:
+    label = binding(event).label()
+    return f" ({label})" if label else ""
+
+
+def _quoted(text: str | None, event: Event | None = None) -> str:
+    if text is None:
+        return "(none)"
+    return f"'{text}'" + (_label(event) if event is not None else "")
 
 
 def _secure_boot(event: Event | None) -> str:
@@ -233,6 +246,11 @@ def _secure_boot(event: Event | None) -> str:
         value = efi.decode_variable(event.data).data
     except ValueError:
         return "unreadable"
+    bound = binding(event)
+    if bound.forged:
+        return "forged (the event data does not match its measurement)"
+    if not bound.fully_verified:
+        return "unverified"
     return {b"\x01": "enabled", b"\x00": "disabled", b"": "disabled"}.get(value, "unreadable")
 
 
@@ -264,4 +282,5 @@ def _app_name(event: Event | None) -> str:
         image = efi.decode_image_load(event.data)
     except ValueError:
         return "(undecodable image event)"
-    return image.file_path or image.device_path or "(no device path)"
+    name = image.file_path or image.device_path or "(no device path)"
+    return f"{name} (path unverified)"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 from hostseal.measure.errors import EventLogError
 
@@ -181,6 +182,8 @@ class Event:
     event_type: int
     digests: dict[str, bytes]
     data: bytes
+    #: (data, digests, Binding) of :func:`hostseal.measure.binding.binding`, computed once.
+    binding_cache: Any = field(default=None, repr=False, compare=False)
 
     @property
     def type_name(self) -> str:

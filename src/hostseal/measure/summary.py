@@ -13,8 +13,12 @@ from hostseal.measure.replay import replay, replayable_banks
 def summarize(log: EventLog) -> dict[str, Any]:
     """Banks, event count, Secure Boot state and databases, boot applications (path and sha256),
     kernel command line, firmware version and the replayed PCRs (sha256, else the log's first
-    bank), as plain JSON types. Parts that cannot be decoded are left empty and named in
-    ``warnings``; replay errors are raised (:class:`EventLogError`)."""
+    bank), as plain JSON types. Parts that cannot be decoded, or whose data does not match its
+    measurement, are left empty and named in ``warnings``; replay errors are raised
+    (:class:`EventLogError`). Boot application paths are never covered by a digest
+    (``path_verified`` is false); ``kernel_cmdline_status`` says whether the command line is
+    ``verified``, ``unverified`` (its digest is not over the text: the line is left empty) or
+    ``forged``."""
     warnings: list[str] = []
 
     def attempt(what: str, function: Any) -> Any:
@@ -28,6 +32,11 @@ def summarize(log: EventLog) -> dict[str, Any]:
     bank = "sha256" if "sha256" in banks else (banks[0] if banks else None)
     pcrs = replay(log, [bank])[bank] if bank is not None else {}
     databases = attempt("Secure Boot databases", lambda: decode.secure_boot_databases(log)) or {}
+    cmdlines = decode.kernel_cmdlines(log)
+    cmdline_status = cmdlines[-1].binding.status if cmdlines else None
+    if any(c.binding.forged for c in cmdlines):
+        cmdline_status = "forged"
+    cmdline = attempt("Kernel command line", lambda: decode.kernel_cmdline(log))
     return {
         "format": log.format,
         "banks": list(log.banks),
@@ -43,11 +52,13 @@ def summarize(log: EventLog) -> dict[str, Any]:
             {
                 "pcr": app.event.pcr,
                 "path": app.name,
+                "path_verified": False,
                 "sha256": app.digests["sha256"].hex() if "sha256" in app.digests else None,
             }
             for app in decode.boot_applications(log)
         ],
-        "kernel_cmdline": decode.kernel_cmdline(log),
+        "kernel_cmdline": cmdline,
+        "kernel_cmdline_status": cmdline_status,
         "firmware_version": attempt("S-CRTM version", lambda: decode.scrtm_version(log)),
         "pcrs": {bank: {str(p): v.hex() for p, v in pcrs.items()}} if bank is not None else {},
         "warnings": warnings,

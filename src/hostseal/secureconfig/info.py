@@ -2,9 +2,10 @@
 
 It holds the mode, the requirements, the key slots (TPM record, recovery slots, NONE-mode slot),
 the TPM policy metadata (inside the TPM slot: bank, PCRs, policy digest), an opaque summary of the
-measured boot at seal time, the save time and a generation counter. Bytes are base64 (standard
-alphabet, padded). Reading is strict: an unknown format or version, a missing or unknown field, a
-wrong type or length is a :class:`BundleCorrupt` naming the field.
+measured boot at seal time, the save time, a generation counter and (version 2) the recovery-key
+rotation in progress, if one was interrupted. Bytes are base64 (standard alphabet, padded).
+Reading is strict: an unknown format or version, a missing or unknown field, a wrong type or
+length is a :class:`BundleCorrupt` naming the field. Version 1 (no ``rotation``) is still read.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from hostseal.secureconfig.slots import (
 )
 
 INFO_FORMAT = "hostseal-encryption-info"
-INFO_VERSION = 1
+INFO_VERSION = 2
+"""The version written. Version 1 (no ``rotation`` field) is still read."""
+READ_VERSIONS = (1, 2)
 MAX_INFO_BYTES = 1 << 20
 """The largest ``encryption.info`` read (1 MiB); a real one is a few KiB."""
 PCR_BANKS = frozenset({"sha1", "sha256", "sha384", "sha512", "sm3_256"})
@@ -57,6 +60,18 @@ class Requirements:
 
 
 @dataclass(frozen=True)
+class PendingRotation:
+    """A ``recovery rotate`` between its two steps: the bundle holds both keys.
+
+    ``retiring`` is the key being replaced (it still works), ``new`` the key added in step 1,
+    which may never have been shown; a new ``recovery rotate`` drops ``new`` and starts again.
+    """
+
+    retiring: UUID
+    new: UUID
+
+
+@dataclass(frozen=True)
 class EncryptionInfo:
     """The model of ``encryption.info``.
 
@@ -73,6 +88,7 @@ class EncryptionInfo:
     recovery_slots: list[RecoverySlot] = field(default_factory=list)
     none_slot: NoneModeSlot | None = None
     seal_boot_summary: JsonObject = field(default_factory=dict)
+    rotation: PendingRotation | None = None
 
     def __post_init__(self) -> None:
         problem = _consistency_problem(
@@ -82,7 +98,7 @@ class EncryptionInfo:
             self.none_slot,
             self.saved_at,
             self.generation,
-        )
+        ) or _rotation_problem(self.rotation, self.recovery_slots)
         if problem is not None:
             raise ValueError(f"{problem[0]}: {problem[1]}")
 
@@ -104,6 +120,7 @@ class EncryptionInfo:
                 "none": None if self.none_slot is None else _none_to_dict(self.none_slot),
             },
             "seal_boot_summary": self.seal_boot_summary,
+            "rotation": None if self.rotation is None else _rotation_to_dict(self.rotation),
         }
 
     def to_json(self) -> bytes:
@@ -148,6 +165,20 @@ def _consistency_problem(
     return None
 
 
+def _rotation_problem(
+    rotation: PendingRotation | None, recovery_slots: list[RecoverySlot]
+) -> tuple[str, str] | None:
+    if rotation is None:
+        return None
+    ids = {s.recovery_id for s in recovery_slots}
+    if rotation.retiring == rotation.new:
+        return "rotation.new", "is the same recovery ID as rotation.retiring"
+    for name, value in (("retiring", rotation.retiring), ("new", rotation.new)):
+        if value not in ids:
+            return f"rotation.{name}", "names no recovery slot of this bundle"
+    return None
+
+
 # --- writing -------------------------------------------------------------------------------
 
 
@@ -179,6 +210,13 @@ def _recovery_to_dict(slot: RecoverySlot) -> JsonObject:
         "salt": _b64(slot.salt),
         "nonce": _b64(slot.nonce),
         "wrapped_key": _b64(slot.wrapped_key),
+    }
+
+
+def _rotation_to_dict(rotation: PendingRotation) -> JsonObject:
+    return {
+        "retiring": str(rotation.retiring).upper(),
+        "new": str(rotation.new).upper(),
     }
 
 
@@ -302,6 +340,7 @@ _TOP_FIELDS = {
     "saved_at",
     "slots",
     "seal_boot_summary",
+    "rotation",
 }
 _TPM_FIELDS = {
     "sealed_public",
@@ -358,10 +397,10 @@ def _parse(data: bytes) -> EncryptionInfo:
             f"(its 'format' is {fmt!r}, expected {INFO_FORMAT!r})."
         )
     version = top.get("version")
-    if version != INFO_VERSION or isinstance(version, bool):
+    if version not in READ_VERSIONS or isinstance(version, bool):
         raise BundleCorrupt(
-            f"encryption.info has version {version!r}; this hostseal reads version "
-            f"{INFO_VERSION} only.",
+            f"encryption.info has version {version!r}; this hostseal reads versions "
+            f"{' and '.join(map(str, READ_VERSIONS))} only.",
             "Unlock it with the hostseal version that wrote it, or upgrade hostseal.",
         )
     mode = Mode(top.string("mode", frozenset(m.value for m in Mode)))
@@ -379,8 +418,15 @@ def _parse(data: bytes) -> EncryptionInfo:
     none_slot: NoneModeSlot | None = slots.optional("none", _read_none)
     slots.done({"tpm", "recovery", "none"})
     summary: JsonObject = top.typed("seal_boot_summary", dict, "an object")
-    top.done(_TOP_FIELDS)
-    problem = _consistency_problem(mode, tpm_slot, recovery_slots, none_slot, saved_at, generation)
+    rotation: PendingRotation | None = None
+    if version == 1:
+        top.done(_TOP_FIELDS - {"rotation"})
+    else:
+        rotation = top.optional("rotation", _read_rotation)
+        top.done(_TOP_FIELDS)
+    problem = _consistency_problem(
+        mode, tpm_slot, recovery_slots, none_slot, saved_at, generation
+    ) or _rotation_problem(rotation, recovery_slots)
     if problem is not None:
         raise _corrupt(*problem)
     return EncryptionInfo(
@@ -392,7 +438,22 @@ def _parse(data: bytes) -> EncryptionInfo:
         recovery_slots=recovery_slots,
         none_slot=none_slot,
         seal_boot_summary=summary,
+        rotation=rotation,
     )
+
+
+def _read_guid(f: _Fields, key: str) -> UUID:
+    text = f.string(key)
+    try:
+        return UUID(text)
+    except ValueError:
+        raise _corrupt(f"{f.path}.{key}", f"is {text[:40]!r}, not a GUID") from None
+
+
+def _read_rotation(f: _Fields) -> PendingRotation:
+    rotation = PendingRotation(retiring=_read_guid(f, "retiring"), new=_read_guid(f, "new"))
+    f.done({"retiring", "new"})
+    return rotation
 
 
 def _parse_time(obj: _Fields, key: str) -> datetime:
@@ -430,11 +491,7 @@ def _read_tpm(f: _Fields) -> TpmSlot:
 
 
 def _read_recovery(f: _Fields) -> RecoverySlot:
-    text = f.string("recovery_id")
-    try:
-        recovery_id = UUID(text)
-    except ValueError:
-        raise _corrupt(f"{f.path}.recovery_id", f"is {text[:40]!r}, not a GUID") from None
+    recovery_id = _read_guid(f, "recovery_id")
     f.string("kdf", frozenset({RecoverySlot.KDF}))
     f.string("wrap", frozenset({RecoverySlot.WRAP}))
     slot = RecoverySlot(

@@ -2,76 +2,77 @@
 
 Every recipe takes a :class:`HostContext` (which TPM, which event log, which bootbank). Nothing
 here prints; results are returned and failures raised with a message and a remedy.
+
+Every generation written has a **new data key** (rotation means rotation, THREATS.md rule 6):
+the data key of an older copy (a backup, a leftover ``.previous``), however it was obtained --
+a rotated-out recovery key, a revealed escrow copy -- opens no later generation.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 from hostseal.errors import HostsealError
-from hostseal.measure import EventLog, compare_pcrs, parse_event_log, summarize
 from hostseal.secureconfig import diagnose
+from hostseal.secureconfig._generation import (
+    BANK,
+    CHANGE_REFUSED,
+    HostContext,
+    Plan,
+    PolicyChangeRefused,
+    open_data_key,
+    plan_seal,
+    read_boot,
+    recovery_keys,
+    usable_tpm,
+    write,
+)
 from hostseal.secureconfig.archive import pack_dirs, unpack_to
-from hostseal.secureconfig.bundle_file import (
-    RECOVERY_KEYS_MEMBER,
-    SEAL_EVENTLOG_MEMBER,
-    build_state_tgz,
-)
 from hostseal.secureconfig.errors import SecureConfigError
-from hostseal.secureconfig.info import EncryptionInfo, Mode, Requirements
-from hostseal.secureconfig.payload import PayloadHeaderFields, decrypt_payload, encrypt_payload
+from hostseal.secureconfig.info import EncryptionInfo, Mode, PendingRotation, Requirements
+from hostseal.secureconfig.payload import PayloadHeaderFields, decrypt_payload
 from hostseal.secureconfig.recoverykey import RecoveryKey, format_recovery_id
-from hostseal.secureconfig.requirements import policy_pcrs, unmet
-from hostseal.secureconfig.slots import (
-    NoneModeSlot,
-    RecoverySlot,
-    TpmSlot,
-    generate_data_key,
-    open_recovery_slots,
-)
-from hostseal.secureconfig.store import Bundle, Store
-from hostseal.tpm import Tpm, TpmError, TpmUnavailable, open_tpm
-from hostseal.tpm.seal import (
-    PRIMARY_TEMPLATE,
-    PolicyNotSatisfied,
-    SealedBlob,
-    SealedObjectWrongTpm,
-    seal,
-    unseal,
-)
+from hostseal.secureconfig.requirements import unmet
+from hostseal.secureconfig.slots import NoneModeSlot, open_recovery_slots
+from hostseal.secureconfig.store import Bundle, Reader
 
-BANK = "sha256"
+__all__ = [
+    "BANK",
+    "CHANGE_REFUSED",
+    "OBFUSCATION_NOTICE",
+    "ROTATION_INTERRUPTED",
+    "BackupBoundToOtherTpm",
+    "HostContext",
+    "Outcome",
+    "PolicyChangeRefused",
+    "backup",
+    "recovery_list",
+    "recovery_rotate",
+    "rekey",
+    "restore",
+    "save",
+    "set_policy",
+    "status",
+    "unlock",
+]
+
 OBFUSCATION_NOTICE = (
     "Mode NONE: this configuration is obfuscated, not encrypted. The key is derived from data "
     "on the same disk, so anyone with a copy of the disk can read it. Use a TPM: hostseal "
     "config set --mode tpm."
 )
-CHANGE_REFUSED = "Unable to change the encryption mode and policy"
-
-
-class PolicyChangeRefused(SecureConfigError):
-    """A requested mode or requirement cannot be satisfied by this host now."""
+ROTATION_INTERRUPTED = (
+    "A recovery-key rotation was interrupted: the old key still works, the new one may never "
+    "have been shown. Run hostseal recovery rotate again to finish it."
+)
 
 
 class BackupBoundToOtherTpm(SecureConfigError):
     """A TPM-sealed backup was offered to a host with another TPM, without a recovery key."""
-
-
-@dataclass(frozen=True)
-class HostContext:
-    tcti: str
-    eventlog: Path
-    bootbank: Path
-
-    @property
-    def store(self) -> Store:
-        return Store(self.bootbank)
 
 
 @dataclass
@@ -82,188 +83,6 @@ class Outcome:
     notices: list[str] = field(default_factory=list)
     resealed: bool | None = None
     created_recovery_key: RecoveryKey | None = None
-
-
-# -- the measured boot and the TPM ---------------------------------------------------------
-
-
-def _read_boot(ctx: HostContext) -> tuple[bytes, EventLog]:
-    try:
-        raw = ctx.eventlog.read_bytes()
-    except OSError as err:
-        raise HostsealError(
-            f"Cannot read the measured-boot event log {ctx.eventlog}: {err.strerror}.",
-            "Point --eventlog / HOSTSEAL_EVENTLOG at it (Linux: "
-            "/sys/kernel/security/tpm0/binary_bios_measurements, readable by root).",
-        ) from None
-    return raw, parse_event_log(raw)
-
-
-def _check_log_matches_tpm(tpm: Tpm, log: EventLog) -> None:
-    touched = sorted({e.pcr for e in log.events if e.pcr < 24})
-    mismatches = compare_pcrs(log, {BANK: tpm.pcr_read(BANK, touched)})
-    if mismatches:
-        pcrs = ", ".join(str(m.pcr) for m in mismatches)
-        raise HostsealError(
-            f"The event log does not match the TPM's {BANK} PCRs {pcrs}: it is not this boot's "
-            "log, or it was altered.",
-            "Use the kernel's log (/sys/kernel/security/tpm0/binary_bios_measurements) of the "
-            "current boot.",
-        )
-
-
-def _usable_tpm(ctx: HostContext) -> Tpm | None:
-    try:
-        tpm = open_tpm(ctx.tcti)
-    except TpmError:
-        return None
-    if not tpm.facts().sha256_active:
-        tpm.close()
-        return None
-    return tpm
-
-
-def _seal_slot(
-    tpm: Tpm, data_key: bytes, requirements: Requirements, raw_log: bytes, log: EventLog
-) -> tuple[TpmSlot, dict[str, object]]:
-    _check_log_matches_tpm(tpm, log)
-    pcrs = policy_pcrs(requirements, log)
-    values = tpm.pcr_read(BANK, pcrs) if pcrs else {}
-    blob = seal(tpm, data_key, BANK, values)
-    slot = TpmSlot(
-        sealed_public=blob.public,
-        sealed_private=blob.private,
-        pcr_bank=BANK,
-        pcrs=list(blob.pcrs),
-        policy_digest=blob.policy_digest,
-        primary=PRIMARY_TEMPLATE,
-        tpm_ek_fingerprint=tpm.ek_fingerprint(),
-    )
-    summary: dict[str, object] = {
-        "pcr_bank": BANK,
-        "sealed_pcr_values": {str(p): v.hex() for p, v in values.items()},
-        "boot": summarize(log),
-    }
-    return slot, summary
-
-
-def _blob(slot: TpmSlot) -> SealedBlob:
-    return SealedBlob(
-        slot.sealed_public,
-        slot.sealed_private,
-        slot.pcr_bank,
-        tuple(slot.pcrs),
-        slot.policy_digest,
-    )
-
-
-def _unseal_or_violation(ctx: HostContext, bundle: Bundle) -> bytes:
-    """The data key from the TPM slot, or a SecurityViolation that says why not."""
-    slot = bundle.info.tpm_slot
-    assert slot is not None
-    try:
-        tpm = open_tpm(ctx.tcti)
-    except TpmUnavailable as err:
-        raise diagnose.no_tpm(err.message) from None
-    with tpm:
-        try:
-            return unseal(tpm, _blob(slot))
-        except SealedObjectWrongTpm:
-            raise diagnose.wrong_tpm(slot.tpm_ek_fingerprint, tpm.ek_fingerprint()) from None
-        except PolicyNotSatisfied:
-            current = tpm.pcr_read(slot.pcr_bank, slot.pcrs)
-            try:
-                boot: EventLog | None = _read_boot(ctx)[1]
-            except HostsealError:
-                boot = None
-            raise diagnose.policy_failed(bundle, current, boot) from None
-
-
-def _data_key(ctx: HostContext, bundle: Bundle) -> bytes:
-    if bundle.info.mode is Mode.NONE:
-        assert bundle.info.none_slot is not None
-        return bundle.info.none_slot.open()
-    return _unseal_or_violation(ctx, bundle)
-
-
-# -- building and writing generations ------------------------------------------------------
-
-
-def _keys_json(keys: Sequence[RecoveryKey]) -> bytes:
-    return json.dumps(
-        [{"recovery_id": k.formatted_id, "key": k.formatted_key} for k in keys]
-    ).encode()
-
-
-def _recovery_keys(bundle: Bundle, data_key: bytes) -> list[RecoveryKey]:
-    blob = bundle.extras.get(RECOVERY_KEYS_MEMBER)
-    if blob is None:
-        return []
-    plain = decrypt_payload(data_key, blob, PayloadHeaderFields.from_info(bundle.info))
-    return [RecoveryKey.from_text(k["recovery_id"], k["key"]) for k in json.loads(plain)]
-
-
-@dataclass
-class _Plan:
-    """Everything a generation is made of, before it is encrypted."""
-
-    mode: Mode
-    requirements: Requirements
-    generation: int
-    data_key: bytes
-    config: bytes
-    recovery_keys: list[RecoveryKey]
-    tpm_slot: TpmSlot | None = None
-    seal_summary: dict[str, object] = field(default_factory=dict)
-    seal_log: bytes | None = None
-
-
-def _build(plan: _Plan) -> bytes:
-    info = EncryptionInfo(
-        mode=plan.mode,
-        requirements=plan.requirements,
-        generation=plan.generation,
-        saved_at=datetime.now(UTC).replace(microsecond=0),
-        tpm_slot=plan.tpm_slot,
-        recovery_slots=[RecoverySlot.create(plan.data_key, k) for k in plan.recovery_keys],
-        none_slot=NoneModeSlot.create(plan.data_key) if plan.mode is Mode.NONE else None,
-        seal_boot_summary=plan.seal_summary,
-    )
-    fields = PayloadHeaderFields.from_info(info)
-    extras = {
-        RECOVERY_KEYS_MEMBER: encrypt_payload(plan.data_key, _keys_json(plan.recovery_keys), fields)
-    }
-    if plan.seal_log is not None:
-        extras[SEAL_EVENTLOG_MEMBER] = plan.seal_log
-    return build_state_tgz(info, encrypt_payload(plan.data_key, plan.config, fields), extras)
-
-
-def _write(ctx: HostContext, plan: _Plan) -> EncryptionInfo:
-    raw = _build(plan)
-
-    def prove(bundle: Bundle) -> None:
-        key = _data_key(ctx, bundle)
-        if not hmac.compare_digest(key, plan.data_key):
-            raise SecureConfigError("The new generation unlocked to a different key.", "")
-        decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(bundle.info))
-
-    ctx.store.write(raw, prove)
-    return Bundle.parse(raw).info
-
-
-def _plan_seal(ctx: HostContext, plan: _Plan) -> _Plan:
-    """Seal ``plan``'s data key to this host's TPM for its requirements (mode TPM)."""
-    if plan.mode is Mode.NONE:
-        return replace(plan, tpm_slot=None, seal_summary={}, seal_log=None)
-    raw_log, log = _read_boot(ctx)
-    problems = unmet(plan.requirements, log)
-    if problems:
-        raise PolicyChangeRefused(
-            f"{CHANGE_REFUSED}: {problems[0].reason}.", f"{problems[0].remedy}."
-        )
-    with open_tpm(ctx.tcti) as tpm:
-        slot, summary = _seal_slot(tpm, plan.data_key, plan.requirements, raw_log, log)
-    return replace(plan, tpm_slot=slot, seal_summary=summary, seal_log=raw_log)
 
 
 # -- recipes -------------------------------------------------------------------------------
@@ -285,7 +104,15 @@ def status(ctx: HostContext) -> dict[str, object]:
         "generation": info.generation,
         "last_saved": info.saved_at.isoformat(),
         "bootbank": str(ctx.bootbank),
-        "notices": bundle.notices + ([OBFUSCATION_NOTICE] if info.mode is Mode.NONE else []),
+        "rotation_pending": None
+        if info.rotation is None
+        else {
+            "retiring": format_recovery_id(info.rotation.retiring),
+            "new": format_recovery_id(info.rotation.new),
+        },
+        "notices": bundle.notices
+        + ([OBFUSCATION_NOTICE] if info.mode is Mode.NONE else [])
+        + ([ROTATION_INTERRUPTED] if info.rotation is not None else []),
     }
 
 
@@ -295,28 +122,21 @@ def save(ctx: HostContext, sources: Sequence[Path]) -> Outcome:
     if not ctx.store.exists():
         return _create(ctx, config)
     bundle = ctx.store.load()
-    key = _data_key(ctx, bundle)
-    plan = _Plan(
-        mode=bundle.info.mode,
-        requirements=bundle.info.requirements,
-        generation=bundle.info.generation + 1,
-        data_key=key,
-        config=config,
-        recovery_keys=_recovery_keys(bundle, key),
-    )
-    info = _write(ctx, _plan_seal(ctx, plan))
+    key = open_data_key(ctx, bundle)
+    plan = Plan.following(bundle.info, config, recovery_keys(bundle, key))
+    info = write(ctx, plan_seal(ctx, plan))
     return Outcome(info, _mode_notices(info))
 
 
 def _create(ctx: HostContext, config: bytes) -> Outcome:
-    tpm = _usable_tpm(ctx)
+    tpm = usable_tpm(ctx)
     notices = []
     if tpm is None:
         mode, requirements = Mode.NONE, Requirements()
         notices.append("No usable TPM 2.0 with an active SHA-256 bank: created in mode NONE.")
     else:
         tpm.close()
-        _, log = _read_boot(ctx)
+        _, log = read_boot(ctx)
         from hostseal.measure import secure_boot_state
 
         secure = secure_boot_state(log, allow_empty=True) is True
@@ -327,8 +147,8 @@ def _create(ctx: HostContext, config: bytes) -> Outcome:
                 "Turn Secure Boot on, then: hostseal config set --require-secure-boot."
             )
     key = RecoveryKey.generate()
-    plan = _Plan(mode, requirements, 1, generate_data_key(), config, [key])
-    info = _write(ctx, _plan_seal(ctx, plan))
+    plan = Plan(mode, requirements, 1, config, [key])
+    info = write(ctx, plan_seal(ctx, plan))
     notices.append(
         f"Recovery key {key.formatted_id} created. Save it now (hostseal recovery list) and "
         "keep it off this host: without it, a replaced TPM or system board means reinstalling."
@@ -374,7 +194,7 @@ def set_policy(
             "TPM.",
         )
     if new_mode is Mode.TPM:
-        tpm = _usable_tpm(ctx)
+        tpm = usable_tpm(ctx)
         if tpm is None:
             raise PolicyChangeRefused(
                 f"{CHANGE_REFUSED}: no usable TPM 2.0 with an active SHA-256 PCR bank.",
@@ -382,10 +202,12 @@ def set_policy(
                 "tpm info).",
             )
         tpm.close()
-    key = _data_key(ctx, bundle)
+    key = open_data_key(ctx, bundle)
     config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
-    plan = _Plan(new_mode, req, info.generation + 1, key, config, _recovery_keys(bundle, key))
-    new_info = _write(ctx, _plan_seal(ctx, plan))
+    plan = replace(
+        Plan.following(info, config, recovery_keys(bundle, key)), mode=new_mode, requirements=req
+    )
+    new_info = write(ctx, plan_seal(ctx, plan))
     return Outcome(new_info, _mode_notices(new_info))
 
 
@@ -400,10 +222,10 @@ def unlock(ctx: HostContext, dest: Path, recovery_secret: bytes | None = None) -
     info = bundle.info
     notices = list(bundle.notices)
     if recovery_secret is None:
-        key = _data_key(ctx, bundle)
+        key = open_data_key(ctx, bundle)
         if info.mode is Mode.TPM:
             # Checked again against the measured boot (the PCR policy already enforced it).
-            _, log = _read_boot(ctx)
+            _, log = read_boot(ctx)
             problems = unmet(info.requirements, log)
             if problems:
                 raise diagnose.violation(
@@ -422,16 +244,14 @@ def unlock(ctx: HostContext, dest: Path, recovery_secret: bytes | None = None) -
     ctx.store.audit("config.unlock.recovery", recovery_id=format_recovery_id(slot.recovery_id))
     if info.mode is Mode.NONE:
         return Outcome(info, notices + _mode_notices(info), resealed=False)
-    plan = _Plan(
-        info.mode, info.requirements, info.generation + 1, key, config, _recovery_keys(bundle, key)
-    )
+    plan = Plan.following(info, config, recovery_keys(bundle, key))
     try:
         reason = _usable_tpm_or_reason(ctx)
         if reason is not None:
             raise PolicyChangeRefused(
                 reason, "Enable the TPM and its SHA-256 PCR bank in the firmware setup."
             )
-        new_info = _write(ctx, _plan_seal(ctx, plan))
+        new_info = write(ctx, plan_seal(ctx, plan))
     except HostsealError as err:
         notices.append(
             "Decrypted for rescue with the recovery key, but NOT sealed again: "
@@ -448,54 +268,151 @@ def unlock(ctx: HostContext, dest: Path, recovery_secret: bytes | None = None) -
 
 
 def _usable_tpm_or_reason(ctx: HostContext) -> str | None:
-    tpm = _usable_tpm(ctx)
+    tpm = usable_tpm(ctx)
     if tpm is None:
         return "no usable TPM 2.0 with an active SHA-256 PCR bank is present."
     tpm.close()
     return None
 
 
-def recovery_list(ctx: HostContext) -> list[RecoveryKey]:
-    """The recovery keys (Recovery ID and Key). Audited: every read is logged."""
+MAX_REASON_CHARS = 500
+
+
+def _check_reason(reason: str) -> str:
+    reason = reason.strip()
+    if not reason:
+        raise SecureConfigError(
+            "Reading the recovery keys needs a reason, and none was given.",
+            "Say why with --reason (e.g. --reason 'ticket OPS-42: system board replaced'); it is "
+            "written to the bootbank's audit log with your user name.",
+        )
+    if len(reason) > MAX_REASON_CHARS:
+        raise SecureConfigError(
+            f"The reason is {len(reason)} characters long; at most {MAX_REASON_CHARS} are kept.",
+            "Shorten it: name the ticket or the event, not the whole story.",
+        )
+    return reason
+
+
+def recovery_list(
+    ctx: HostContext, reason: str, reader: Reader = Reader.PERSON
+) -> list[RecoveryKey]:
+    """The recovery keys (Recovery ID and Key): a reveal. Audited with ``reason`` and who read
+    them (a person's user name, or the agent escrowing them); a blank reason is refused."""
+    reason = _check_reason(reason)
     bundle = ctx.store.load()
-    keys = _recovery_keys(bundle, _data_key(ctx, bundle))
-    ctx.store.audit("recovery.list", recovery_ids=[k.formatted_id for k in keys])
+    keys = recovery_keys(bundle, open_data_key(ctx, bundle))
+    ctx.store.audit(
+        "recovery.list",
+        recovery_ids=[k.formatted_id for k in keys],
+        reason=reason,
+        reader=reader.value,
+    )
     return keys
 
 
-def recovery_rotate(ctx: HostContext, recovery_id: UUID | None = None) -> RecoveryKey:
-    """Replace a recovery key (the only one, or ``recovery_id``) by a new one, atomically;
-    the old key stops working."""
-    bundle = ctx.store.load()
-    key = _data_key(ctx, bundle)
-    keys = _recovery_keys(bundle, key)
+def _rotation_target(
+    keys: list[RecoveryKey], pending: PendingRotation | None, recovery_id: UUID | None
+) -> tuple[RecoveryKey | None, list[RecoveryKey]]:
+    """The key to retire and the keys to keep (an interrupted rotation's unseen key dropped)."""
+    if pending is not None:
+        if recovery_id is not None and recovery_id != pending.retiring:
+            raise SecureConfigError(
+                f"A rotation of recovery key {format_recovery_id(pending.retiring)} was "
+                "interrupted; finish it before rotating another key.",
+                "Run hostseal recovery rotate without --id, then rotate the other key.",
+            )
+        keys = [k for k in keys if k.recovery_id != pending.new]
+        recovery_id = pending.retiring
     if recovery_id is None:
         if len(keys) > 1:
             raise SecureConfigError(
                 f"This configuration has {len(keys)} recovery keys.",
                 "Say which one to rotate with --id (see hostseal config status).",
             )
-        old = keys[0] if keys else None
-    else:
-        matches = [k for k in keys if k.recovery_id == recovery_id]
-        if not matches:
-            raise SecureConfigError(
-                f"No recovery key has the ID {format_recovery_id(recovery_id)}.",
-                "See the IDs with: hostseal config status.",
-            )
-        old = matches[0]
-    new = RecoveryKey.generate()
-    keys = [k for k in keys if k is not old] + [new]
+        return (keys[0] if keys else None), keys
+    matches = [k for k in keys if k.recovery_id == recovery_id]
+    if not matches:
+        raise SecureConfigError(
+            f"No recovery key has the ID {format_recovery_id(recovery_id)}.",
+            "See the IDs with: hostseal config status.",
+        )
+    return matches[0], keys
+
+
+def recovery_rotate(
+    ctx: HostContext,
+    recovery_id: UUID | None = None,
+    show: Callable[[RecoveryKey], None] | None = None,
+) -> RecoveryKey:
+    """Replace a recovery key (the only one, or ``recovery_id``) by a new one, in two durable
+    steps, each with a new data key:
+
+    1. a generation with the old **and** the new key (both work), marked as a pending rotation;
+    2. ``show(new)`` -- it must raise if the key could not be shown; the old key then stays;
+    3. a generation without the old key.
+
+    Killed anywhere, the old key works, or the new one was shown and works. A pending rotation
+    found here (an earlier run was interrupted) is finished: its possibly unseen key is dropped
+    and a fresh one is shown instead.
+    """
+    bundle = ctx.store.load()
+    key = open_data_key(ctx, bundle)
     info = bundle.info
+    old, keys = _rotation_target(recovery_keys(bundle, key), info.rotation, recovery_id)
+    new = RecoveryKey.generate()
     config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
-    plan = _Plan(info.mode, info.requirements, info.generation + 1, key, config, keys)
-    _write(ctx, _plan_seal(ctx, plan))
-    ctx.store.audit(
-        "recovery.rotate",
-        old_recovery_id=old.formatted_id if old else None,
-        new_recovery_id=new.formatted_id,
-    )
+    pending = None if old is None else PendingRotation(old.recovery_id, new.recovery_id)
+    plan = replace(Plan.following(info, config, [*keys, new]), rotation=pending)
+    write(ctx, plan_seal(ctx, plan))
+    fields = {
+        "old_recovery_id": old.formatted_id if old else None,
+        "new_recovery_id": new.formatted_id,
+    }
+    if info.rotation is not None:
+        fields["dropped_unconfirmed_id"] = format_recovery_id(info.rotation.new)
+    ctx.store.audit("recovery.rotate.start", **fields)
+    if show is not None:
+        show(new)
+    if old is not None:
+        _retire(ctx, old.recovery_id, new.recovery_id)
+    ctx.store.audit("recovery.rotate", **fields)
     return new
+
+
+def _retire(ctx: HostContext, old: UUID, new: UUID) -> None:
+    """Step 2 of a rotation: the current generation without ``old``, under a new data key."""
+    bundle = ctx.store.load()
+    info = bundle.info
+    if info.rotation != PendingRotation(old, new):
+        raise SecureConfigError(
+            "The recovery-key rotation was changed by another command while it ran; the old key "
+            f"{format_recovery_id(old)} was not removed.",
+            "Check with hostseal config status, then run hostseal recovery rotate again.",
+        )
+    key = open_data_key(ctx, bundle)
+    keys = [k for k in recovery_keys(bundle, key) if k.recovery_id != old]
+    config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
+    write(ctx, plan_seal(ctx, replace(Plan.following(info, config, keys), rotation=None)))
+
+
+def rekey(ctx: HostContext) -> Outcome:
+    """A new generation of the same content under a new data key, every slot wrapped again.
+
+    Copies saved before (backups) keep opening with the keys they held; none of them opens this
+    generation. Audited."""
+    bundle = ctx.store.load()
+    info = bundle.info
+    key = open_data_key(ctx, bundle)
+    config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
+    plan = Plan.following(info, config, recovery_keys(bundle, key))
+    new_info = write(ctx, plan_seal(ctx, plan))
+    ctx.store.audit(
+        "config.rekey",
+        generation=new_info.generation,
+        recovery_ids=[s.formatted_id for s in new_info.recovery_slots],
+    )
+    return Outcome(new_info, _mode_notices(new_info))
 
 
 def backup(ctx: HostContext, out: Path) -> EncryptionInfo:
@@ -507,8 +424,26 @@ def backup(ctx: HostContext, out: Path) -> EncryptionInfo:
     return bundle.info
 
 
+def _restore_plan(ctx: HostContext, bundle: Bundle, key: bytes) -> tuple[Plan, str]:
+    """The generation a restore writes: the backup's content and policy under a new data key,
+    with the recovery keys in place now if this host can open its current bundle (a backup must
+    not bring a rotated-out key back), else the backup's own."""
+    info = bundle.info
+    config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
+    keys, rotation = recovery_keys(bundle, key), info.rotation
+    note = "It has the backup's recovery keys: rotate them (hostseal recovery rotate)."
+    generation = info.generation + 1
+    with contextlib.suppress(HostsealError):  # no current bundle, or one this host can't open
+        current = ctx.store.load()
+        generation = max(info.generation, current.info.generation) + 1
+        keys, rotation = recovery_keys(current, open_data_key(ctx, current)), current.info.rotation
+        note = "It keeps this host's current recovery keys, not the backup's."
+    return Plan(info.mode, info.requirements, generation, config, keys, rotation), note
+
+
 def restore(ctx: HostContext, backup_file: Path, recovery_secret: bytes | None = None) -> Outcome:
-    """Install a backup as the current configuration, after proving this host can unlock it."""
+    """Install a backup's content and policy as a new generation (new data key), after
+    proving this host can unlock it."""
     try:
         raw = backup_file.read_bytes()
     except OSError as err:
@@ -517,7 +452,7 @@ def restore(ctx: HostContext, backup_file: Path, recovery_secret: bytes | None =
     info = bundle.info
     if recovery_secret is None:
         try:
-            key = _data_key(ctx, bundle)
+            key = open_data_key(ctx, bundle)
         except HostsealError as err:
             if info.mode is not Mode.TPM:
                 raise
@@ -528,26 +463,18 @@ def restore(ctx: HostContext, backup_file: Path, recovery_secret: bytes | None =
                 "no flag bypasses the TPM binding, because it is what keeps a stolen backup "
                 "unreadable.",
             ) from None
-        decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
-
-        def prove(candidate: Bundle) -> None:
-            got = _data_key(ctx, candidate)
-            decrypt_payload(got, candidate.payload, PayloadHeaderFields.from_info(candidate.info))
-
-        ctx.store.write(raw, prove)
-        return Outcome(info, ["Backup restored."])
+        plan, note = _restore_plan(ctx, bundle, key)
+        new_info = write(ctx, plan_seal(ctx, plan))
+        return Outcome(new_info, [f"Backup restored. {note}"])
     key, slot = open_recovery_slots(info.recovery_slots, recovery_secret)
-    config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
+    plan, note = _restore_plan(ctx, bundle, key)
     ctx.store.audit("config.restore.recovery", recovery_id=format_recovery_id(slot.recovery_id))
-    plan = _Plan(
-        info.mode, info.requirements, info.generation + 1, key, config, _recovery_keys(bundle, key)
-    )
-    new_info = _write(ctx, _plan_seal(ctx, plan))
+    new_info = write(ctx, plan_seal(ctx, plan))
     return Outcome(
         new_info,
         [
             "Backup restored with the recovery key and sealed to this host's TPM. Rotate the "
-            "recovery key now (hostseal recovery rotate)."
+            f"recovery key now (hostseal recovery rotate). {note}"
         ],
         resealed=True,
     )

@@ -6,7 +6,9 @@ Layout of the bootbank directory (mode 0700):
 * ``state.tgz.previous`` -- the generation before, kept only while a new one is being written
   and proven; removed once the new one has unlocked from disk;
 * ``state.tgz.new``      -- the generation being written;
-* ``audit.log``          -- JSON lines: who read or changed recovery keys and when (no secrets).
+* ``audit.log``          -- JSON lines: who read or changed recovery keys, when and why (no
+  secrets). Each line has ``uid`` and ``user`` (and ``sudo_user`` under sudo); a read of the
+  keys also says whether a person or the hostseal agent read them, and the reason.
 
 A save writes ``.previous`` (a copy of the current), then ``.new``, proves ``.new`` unlocks,
 renames it over ``state.tgz``, proves that, and removes ``.previous``; each file is written with
@@ -20,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from hostseal.errors import HostsealError
@@ -35,6 +39,20 @@ STATE = "state.tgz"
 PREVIOUS = "state.tgz.previous"
 NEW = "state.tgz.new"
 AUDIT = "audit.log"
+
+
+class Reader(StrEnum):
+    """Who read the recovery keys: a person (through the CLI) or the agent (to escrow them)."""
+
+    PERSON = "person"
+    AGENT = "agent"
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 class NoBundle(SecureConfigError):
@@ -125,12 +143,17 @@ class Store:
     def audit(self, action: str, **fields: object) -> None:
         """Append one line to the bootbank's audit log (never a secret)."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        record = {
+        uid = os.getuid()
+        record: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "uid": os.getuid(),
+            "uid": uid,
+            "user": _user_name(uid),
             "action": action,
             **fields,
         }
+        sudo_user = os.environ.get("SUDO_USER")
+        if sudo_user:
+            record["sudo_user"] = sudo_user[:64]
         fd = os.open(
             self.path / AUDIT, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )

@@ -9,7 +9,9 @@ Kinds (as vSphere names them):
 * ``host-tpm-attestation`` -- raised when an attestation fails, cleared by the next one that
   passes;
 * ``tpm-recovery-key-backup`` -- raised for a TPM-mode host until the service holds every
-  recovery key the host reports (checked by KCV), raised again after a rotation.
+  recovery key the host reports (checked by KCV), raised again after a rotation;
+* ``host-not-reporting`` -- raised by the ``stale-hosts`` job for a host with no attestation for
+  the stale interval (:mod:`hostseal.server.reporting`), cleared when it reports again.
 
 A reset by hand is refused while the alarm's condition still holds.
 """
@@ -28,9 +30,11 @@ from hostseal.server.tokens import SYSTEM, Principal
 
 ATTESTATION = "host-tpm-attestation"
 RECOVERY_KEY_BACKUP = "tpm-recovery-key-backup"
+NOT_REPORTING = "host-not-reporting"
 TITLES = {
     ATTESTATION: "Host TPM attestation alarm",
     RECOVERY_KEY_BACKUP: "TPM encryption recovery key backup alarm",
+    NOT_REPORTING: "Host not reporting alarm",
 }
 RAISED, ACKNOWLEDGED, CLEARED = "raised", "acknowledged", "cleared"
 
@@ -58,6 +62,29 @@ def ensure_raised(session: Session, host: Host, kind: str, message: str, now: da
     session.add(alarm)
     _event(alarm, RAISED, SYSTEM, message, now)
     return alarm
+
+
+def ensure_raised_by_id(
+    session: Session, host_id: int, kind: str, message: str, now: datetime
+) -> Alarm:
+    """:func:`ensure_raised` for a host known by its id (no host row loaded)."""
+    alarm = session.scalar(
+        select(Alarm).where(Alarm.host_id == host_id, Alarm.kind == kind, Alarm.state != CLEARED)
+    )
+    if alarm is not None:
+        alarm.message = message
+        return alarm
+    alarm = Alarm(
+        host_id=host_id, kind=kind, state=RAISED, message=message, raised_at=now, updated_at=now
+    )
+    session.add(alarm)
+    _event(alarm, RAISED, SYSTEM, message, now)
+    return alarm
+
+
+def record_event(alarm: Alarm, event: str, comment: str, now: datetime) -> None:
+    """An event of the service's own (``SYSTEM``) in the alarm's history."""
+    _event(alarm, event, SYSTEM, comment, now)
 
 
 def ensure_cleared(session: Session, host: Host, kind: str, comment: str, now: datetime) -> None:
@@ -101,6 +128,14 @@ def condition(session: Session, alarm: Alarm) -> tuple[str, str] | None:
                 "passes.",
             )
         return None
+    if alarm.kind == NOT_REPORTING:
+        if host.status == "not-reporting":
+            return (
+                alarm.message[0].lower() + alarm.message[1:].rstrip("."),
+                "Bring the host or its agent back (systemctl start hostseal-agent); the alarm "
+                "clears by itself when the host attests again.",
+            )
+        return None
     if alarm.kind == RECOVERY_KEY_BACKUP:
         from hostseal.server.escrow import backup_problem
 
@@ -134,9 +169,16 @@ def reset(session: Session, alarm_id: int, who: Principal, comment: str, now: da
 
 
 def list_alarms(
-    session: Session, *, host: str | None = None, state: str | None = None, limit: int = 500
+    session: Session,
+    *,
+    host: str | None = None,
+    state: str | None = None,
+    limit: int = 500,
+    removed: bool = False,
 ) -> list[Alarm]:
-    query = select(Alarm).join(Alarm.host).order_by(Alarm.id.desc()).limit(limit)
+    """The alarms of the fleet's hosts, or with ``removed`` those of removed hosts."""
+    which = Host.removed_at.is_not(None) if removed else Host.removed_at.is_(None)
+    query = select(Alarm).join(Alarm.host).where(which).order_by(Alarm.id.desc()).limit(limit)
     if host is not None:
         query = query.where(Host.name == host)
     if state == "active":

@@ -1,9 +1,11 @@
 """The FastAPI application: ``create_app(settings) -> FastAPI``.
 
 Routes are under ``/v1`` (docs/api.md), the OpenAPI document at ``/v1/openapi.json``, Prometheus
-metrics at ``/metrics``. Every error is ``HostsealError.to_dict()`` JSON with a status code, never
-a traceback. While the server runs, it keeps its heartbeat in the database and runs the scheduled
-jobs (:mod:`hostseal.server.scheduler`: hosts that stopped reporting become ``not-reporting``, old
+metrics at ``/metrics`` (with a token unless ``metrics_access`` is ``open``). Every request
+passes the body and rate limits of :mod:`hostseal.server.guard` first. Every error is
+``HostsealError.to_dict()`` JSON with a status code, never a traceback. While the server runs,
+it keeps its heartbeat in the database and runs the scheduled jobs
+(:mod:`hostseal.server.scheduler`: hosts that stopped reporting become ``not-reporting``, old
 enrolments are pruned), claimed so that several instances on one database never run one twice.
 """
 
@@ -22,11 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hostseal import __version__
 from hostseal.errors import HostsealError
-from hostseal.server import scheduler, views
-from hostseal.server.api import agent, alarms, escrow, hosts, instances
+from hostseal.server import refusals, scheduler, views
+from hostseal.server.api import agent, alarms, escrow, hosts, instances, tokens
 from hostseal.server.clock import Clock
 from hostseal.server.context import ServerContext
+from hostseal.server.guard import Guard, Limits
 from hostseal.server.settings import ServerSettings
+from hostseal.server.tokens import metrics_reader
 from hostseal.server.verify import Verifier
 
 log = logging.getLogger("hostseal.server")
@@ -102,7 +106,8 @@ def _response(answer: tuple[int, dict[str, Any]]) -> JSONResponse:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HostsealError)
-    async def hostseal_error(_: Request, err: HostsealError) -> JSONResponse:
+    async def hostseal_error(request: Request, err: HostsealError) -> JSONResponse:
+        request.app.state.limits.note(request.scope, err)  # a failed authentication: counted
         return _response(error_body(err))
 
     @app.exception_handler(RequestValidationError)
@@ -115,7 +120,12 @@ def _install_error_handlers(app: FastAPI) -> None:
             return _json(404, "NotFound", "There is no such endpoint.", "See GET /v1/openapi.json.")
         if err.status_code == 405:
             return _json(405, "MethodNotAllowed", str(err.detail), "See GET /v1/openapi.json.")
-        return _json(err.status_code, "HttpError", str(err.detail), "")
+        return _json(
+            err.status_code,
+            "HttpError",
+            str(err.detail),
+            "Check the request against docs/api.md (or GET /v1/openapi.json).",
+        )
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(_: Request, err: OperationalError) -> JSONResponse:
@@ -160,18 +170,29 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.limits = limits = Limits(settings)
+    app.add_middleware(Guard, limits=limits)  # body limits, per-address rates (server.guard)
     _install_error_handlers(app)
     for router in (agent.router, hosts.router, alarms.router, escrow.router):
         app.include_router(router, prefix="/v1")
     app.include_router(instances.router, prefix="/v1")
+    app.include_router(tokens.router, prefix="/v1")  # admin: API tokens
+    v1 = (agent.router, hosts.router, alarms.router, escrow.router, instances.router)
+    limits.name_routes("/v1", *v1, tokens.router)  # labels of failed authentications
     from hostseal.server.web import mount as mount_dashboard  # web dashboard: docs/dashboard.md
 
     mount_dashboard(app)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
-    def metrics() -> PlainTextResponse:
+    def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus text. Needs a token (``metrics`` role or any user role) unless the server
+        runs with ``HOSTSEAL_SERVER_METRICS=open`` (docs/server.md)."""
         with ctx.sessions() as session:
+            if settings.metrics_access == "token":
+                metrics_reader(session, request.headers.get("authorization"))
             text = views.metrics(session) + instances.metrics(session, ctx.clock.now())
+        text += refusals.metrics(ctx.refusals)
+        text += limits.metrics()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return app

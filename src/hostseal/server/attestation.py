@@ -4,10 +4,11 @@ A challenge is a fresh 32-byte nonce for one host with a signed ticket (no datab
 :mod:`hostseal.server.challenges`), expiring after ``nonce_lifetime``. Evidence quotes the nonce
 and returns the ticket; the verdict records the nonce under a unique constraint, so a quote is
 accepted once whichever instance sees it. Refusals of the nonce (unknown, replayed, expired)
-answer 409 and are recorded in the audit log without changing the host's status (an agent simply
-asks for a new challenge). Evidence that does not verify (signature, another host's AK, PCR
-digest, tampered event log) is a Failed verdict, kept in the history, and answers 422 with the
-reason.
+answer 409 and are audited, rate-limited (:mod:`hostseal.server.refusals`), without changing the
+host's status (an agent simply asks for a new challenge). Evidence that does not verify
+(signature, another host's AK, PCR digest, tampered event log) is a Failed verdict, kept in the
+history, and answers 422 with the reason. Which other host's AK signed a quote is answered from
+an index of signers (:mod:`hostseal.server.signers`): at most one more signature check.
 
 The hot path is lean on purpose (docs/scale.md): one query resolves the agent's token to its host
 with everything attestation needs; the challenge touches nothing else; the evidence is appraised
@@ -35,10 +36,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from hostseal.errors import HostsealError
-from hostseal.server import alarms, audit, challenges, escrow
+from hostseal.server import alarms, challenges, escrow, refusals
 from hostseal.server.context import ServerContext
-from hostseal.server.enrol import ENROLLED, PENDING, TPM_CHANGED
+from hostseal.server.enrol import PENDING, TPM_CHANGED
 from hostseal.server.errors import (
+    EventLogTooLarge,
     EventLogUnknown,
     HostNotTrusted,
     NonceExpired,
@@ -48,11 +50,10 @@ from hostseal.server.errors import (
     Unprocessable,
 )
 from hostseal.server.models import Base, Enrolment, Host, HostEventLog, Policy, Token, Verdict
+from hostseal.server.reporting import NOT_REPORTING
 from hostseal.server.tokens import AGENT, Principal, authenticate, require_agent, token_hash
 from hostseal.server.verify import DEFAULT_BANK, DEFAULT_PCRS, Appraised, Outcome, PolicyFacts
 
-NOT_REPORTING = "not-reporting"
-ATTESTED = ("passed", "failed", "warning", ENROLLED)
 NO_POLICY = (
     "No reference policy is assigned to this host: its quote and event log verified, but its "
     "measurements were not compared with known-good values. Assign one: hostseal policy "
@@ -286,16 +287,10 @@ def _replayed(nonce: str) -> NonceReplayed:
 def _audit_refusal(
     ctx: ServerContext, host: AgentHost, refusal: HostsealError, now: datetime
 ) -> None:
-    with ctx.sessions.begin() as session:
-        audit.record(
-            session,
-            host.principal,
-            "attest.refused",
-            now=now,
-            host=host.name,
-            reason=refusal.message,
-            details={"error": type(refusal).__name__},
-        )
+    """Counted always; audited at once when it is the first of its kind for the host in the
+    interval, else in one aggregate row (:mod:`hostseal.server.refusals`)."""
+    kind = type(refusal).__name__
+    refusals.refused(ctx, host.principal, host.host_id, host.name, kind, refusal.message, now)
 
 
 def _stored_eventlog(ctx: ServerContext, host_id: int) -> Callable[[], bytes | None]:
@@ -322,7 +317,6 @@ class Prepared:
 def submit_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> Outcome:
     """Appraise the evidence, store the verdict, answer it (or raise its error)."""
     prepared = prepare_evidence(ctx, host, evidence)
-    assert prepared is not None
     try:
         ctx.writer.run(prepared.write)
     except IntegrityError as exc:
@@ -330,14 +324,27 @@ def submit_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> 
     return settle(ctx, prepared, None)
 
 
-def prepare_evidence(
-    ctx: ServerContext, host: AgentHost, evidence: Evidence, *, scan_signers: bool = True
-) -> Prepared | None:
-    """Everything before the verdict is stored: nonce, appraisal, the verdict. With
-    ``scan_signers`` False, a quote whose signature fails gives None instead of a search of the
-    other hosts' AKs for its signer (slow: the caller runs :func:`submit_evidence` elsewhere)."""
+def _check_eventlog_size(ctx: ServerContext, evidence: Evidence) -> None:
+    """413 for an event log larger than the service stores (``max_eventlog``), before the nonce
+    is used or anything is written."""
+    limit = ctx.settings.max_eventlog
+    if evidence.eventlog is None or len(evidence.eventlog) <= limit:
+        return
+    shown = f"{limit // 1024 // 1024} MiB" if limit % (1024 * 1024) == 0 else f"{limit // 1024} KiB"
+    raise EventLogTooLarge(
+        f"The event log is {len(evidence.eventlog)} bytes, more than the {limit} bytes ({shown}) "
+        "this server stores per host; nothing of this evidence was stored.",
+        "Send the log as the firmware wrote it (/sys/kernel/security/tpm0/"
+        "binary_bios_measurements; real logs are 20-100 KiB). If this host's log really is "
+        "larger, raise HOSTSEAL_SERVER_MAX_EVENTLOG on the server.",
+    )
+
+
+def prepare_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> Prepared:
+    """Everything before the verdict is stored: nonce, appraisal, the verdict."""
     now = ctx.clock.now()
     _may_attest(host)
+    _check_eventlog_size(ctx, evidence)
     _check_nonce(ctx, host, evidence, now)
     eventlog: bytes | Callable[[], bytes | None] | None = evidence.eventlog
     if evidence.eventlog is None and evidence.eventlog_sha256 is not None:
@@ -370,9 +377,9 @@ def prepare_evidence(
     except EventLogUnknown:
         raise
     except HostsealError as exc:
-        if not scan_signers and type(exc).__name__ == "QuoteSignatureInvalid":
-            return None
         error = _other_signer(ctx, host.host_id, host.name, evidence, exc)
+    else:
+        ctx.signers.learn(evidence.quote, host.host_id)
     if appraised is None:
         assert error is not None
         outcome = Outcome("Failed", [error.message])
@@ -405,15 +412,20 @@ def settle(ctx: ServerContext, prepared: Prepared, stored: BaseException | None)
 def _other_signer(
     ctx: ServerContext, host_id: int, name: str, evidence: Evidence, exc: HostsealError
 ) -> HostsealError:
-    """A clearer error when the quote is signed by another enrolled host's AK."""
+    """A clearer error when the quote is signed by another enrolled host's AK: the host the
+    signer index names for the quote's signer, if any, checked once (never a search)."""
     if type(exc).__name__ != "QuoteSignatureInvalid":
         return exc
-    with ctx.sessions() as session:
-        others = session.execute(
-            select(Host.name, Host.ak_public).where(Host.id != host_id).limit(10000)
-        ).all()
-    for other_name, other_ak in others:
-        if ctx.verifier.signed_by(other_ak, evidence.quote, evidence.signature):
+    other_id = ctx.signers.host_of(evidence.quote)
+    if other_id is None or other_id == host_id:
+        return exc
+    with ctx.engine.connect() as connection:
+        other = connection.execute(
+            select(Host.name, Host.ak_public).where(Host.id == other_id)
+        ).first()
+    if other is not None:
+        other_name, other_ak = other
+        if ctx.verifier.signed_by(bytes(other_ak), evidence.quote, evidence.signature):
             return QuoteFromAnotherHost(
                 f"The quote sent for host {name!r} was signed by the attestation key of host "
                 f"{other_name!r}: it is evidence from another machine, refused.",
@@ -459,6 +471,7 @@ def _verdict_write(
         changes["secure_config"] = evidence.secure_config
     failed = outcome.status == "Failed"
     cleared = outcome.status == "Passed" and host.last_status != "Passed"
+    back = host.status == NOT_REPORTING  # it reports again: its not-reporting alarm clears
 
     verdict = {
         "host_id": host.host_id,
@@ -483,6 +496,12 @@ def _verdict_write(
             )
         if failed or cleared or config_changed:
             _alarms(session, host.host_id, outcome, failed, cleared, config_changed, now)
+        if back:
+            row = session.get(Host, host.host_id)
+            assert row is not None
+            alarms.ensure_cleared(
+                session, row, alarms.NOT_REPORTING, "the host reported again", now
+            )
 
     return write
 
@@ -507,26 +526,6 @@ def _alarms(
         )
     if config_changed:
         escrow.reevaluate_alarm(session, row, now)
-
-
-def mark_stale(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
-    """Hosts that have not attested for ``stale_after`` become ``not-reporting`` (not failed)."""
-    limit = now - stale_after
-    marked = []
-    for host in session.scalars(select(Host).where(Host.status.in_(ATTESTED))):
-        last = host.last_attested_at or host.enrolled_at
-        if last < limit:
-            host.status = NOT_REPORTING
-            marked.append(host.name)
-            audit.record(
-                session,
-                Principal("hostseal", "system"),
-                "host.not-reporting",
-                now=now,
-                host=host.name,
-                details={"last_attested_at": last.isoformat()},
-            )
-    return marked
 
 
 def prune(session: Session, now: datetime, keep: timedelta = timedelta(days=1)) -> int:

@@ -2,8 +2,9 @@ r"""A client of the attestation service's REST API (httpx): one server, one toke
 
 Used by ``hostseal host|alarm|policy|escrow``. Imports neither FastAPI nor SQLAlchemy. The token
 comes from a file (``--token-file`` / ``HOSTSEAL_TOKEN_FILE``) or ``HOSTSEAL_TOKEN``, never from
-the command line; the server's errors become :class:`HostsealError`\ s named after the server's
-error type, with its message and remedy.
+the command line; the server is reached over https:// only (``hostseal.transport``: plain HTTP
+only to a loopback address, on request); the server's errors become :class:`HostsealError`\ s
+named after the server's error type, with its message and remedy.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 
 from hostseal.errors import HostsealError
+from hostseal.transport import check_server_url
 
 DEFAULT_SERVER = "https://127.0.0.1:8443"
 
@@ -49,8 +51,17 @@ def _api_error(name: str) -> type[ApiError]:
 class Client:
     """One server, one token, one CA: JSON in and out, server errors become HostsealErrors."""
 
-    def __init__(self, server: str, token: str | None, verify: ssl.SSLContext | bool) -> None:
-        self.server = server.rstrip("/")
+    def __init__(
+        self,
+        server: str,
+        token: str | None,
+        verify: ssl.SSLContext | bool,
+        *,
+        allow_plain_http_loopback: bool = False,
+    ) -> None:
+        # every call carries a token or (enrolment) receives one: https:// only, checked
+        # before any connection is made (hostseal.transport)
+        self.server = check_server_url(server, allow_plain_http_loopback=allow_plain_http_loopback)
         self._http = httpx.Client(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}"} if token else {},

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from hostseal.server import db
+from hostseal.server import datadir, db
 from hostseal.server.clock import Clock, SystemClock
+from hostseal.server.refusals import Refusals
 from hostseal.server.serverkey import ServerKey, load_or_create
 from hostseal.server.settings import ServerSettings
+from hostseal.server.signers import SignerIndex
 from hostseal.server.verify import AttestVerifier, PolicyFacts, Verifier
 from hostseal.server.writer import BatchWriter
 
@@ -26,6 +28,9 @@ class ServerContext:
     server_key: ServerKey
     # parsed policies by document digest (a new version has a new digest: never stale)
     policy_cache: dict[str, PolicyFacts] = field(default_factory=dict)
+    # which host's AK signed a quote (hostseal.server.signers); refusal counters (.refusals)
+    signers: SignerIndex = field(default_factory=SignerIndex)
+    refusals: Refusals = field(default_factory=Refusals)
 
     @functools.cached_property
     def writer(self) -> BatchWriter:
@@ -53,9 +58,11 @@ class ServerContext:
         clock: Clock | None = None,
         verifier: Verifier | None = None,
     ) -> ServerContext:
-        """Create the data directory (0700) and the server key if needed, migrate the DB."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the data directory (0700; an existing one open to others is refused) and the
+        server key if needed, migrate the DB."""
+        datadir.prepare(settings.data_dir)  # 0700; refused when others can read it
         server_key = load_or_create(settings.server_key_path)
+        datadir.private_sqlite(settings.db_url)  # 0600 (and so its WAL and SHM)
         engine = db.make_engine(settings.db_url)
         db.migrate(engine)
         return cls(

@@ -12,15 +12,27 @@ class ServerError(HostsealError):
 
 
 class Unauthenticated(ServerError):
-    """No token, or a token the service does not know (or revoked)."""
+    """No token, or a token the service does not know (or revoked). ``reason`` (no-token,
+    malformed-header, unknown-token, revoked-token, host-removed) is counted in ``/metrics``
+    and logged with the route and address, never the token (:mod:`hostseal.server.guard`)."""
 
     http_status = 401
 
+    def __init__(self, message: str, remedy: str = "", *, reason: str = "unauthenticated") -> None:
+        super().__init__(message, remedy)
+        self.reason: str | None = reason
+
 
 class Forbidden(ServerError):
-    """The token is valid but its role (or host binding) does not allow this."""
+    """The token is valid but its role (or host binding) does not allow this. A refusal for
+    the token's role has ``reason`` ``wrong-role`` (counted and logged as a failed
+    authentication); other refusals have none."""
 
     http_status = 403
+
+    def __init__(self, message: str, remedy: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message, remedy)
+        self.reason: str | None = reason
 
 
 class NotFound(ServerError):
@@ -59,10 +71,6 @@ class EnrolmentUsed(Conflict):
 
 class EnrolmentExpired(Conflict):
     """The enrolment was started too long ago."""
-
-
-class TpmChanged(Conflict):
-    """An enrolled host name presents a different EK."""
 
 
 class HostNotTrusted(Forbidden):
@@ -105,3 +113,40 @@ class ServerKeyError(ServerError):
 
 class EventLogUnknown(Unprocessable):
     """Evidence named the host's event log by its SHA-256, and the server holds no such log."""
+
+
+class TpmChangeRequested(Conflict):
+    """Another TPM enrolled under a known host's name: kept as a request for an operator; the
+    host is not changed."""
+
+
+class TpmChangeRejected(Conflict):
+    """An operator rejected this TPM for this host name."""
+
+
+class TooManyTpmChangeRequests(ServerError):
+    """The host name has as many open TPM change requests as the service keeps."""
+
+    http_status = 429
+
+
+class EventLogTooLarge(ServerError):
+    """The evidence's event log is larger than the service stores (``max_eventlog``)."""
+
+    http_status = 413
+
+
+class RequestTooLarge(ServerError):
+    """A request body over the server's limit (``max_body``, ``max_evidence_body``)."""
+
+    http_status = 413
+
+
+class TooManyRequests(ServerError):
+    """Too many requests of one kind from one client address (``retry_after``: seconds)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, remedy: str, retry_after: int) -> None:
+        super().__init__(message, remedy)
+        self.retry_after = retry_after

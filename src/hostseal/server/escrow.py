@@ -5,6 +5,11 @@ slot with each attestation. The service holds a host's keys when, for every repo
 it has an escrowed key with the same KCV; until then a TPM-mode host has the
 ``tpm-recovery-key-backup`` alarm. Escrowed keys are kept when a host is removed (its disks may
 still need them) and when a key is rotated (an old configuration backup still opens with it).
+
+Only an approved host escrows (not pending approval, TPM changed or removed), and only the keys
+its last evidence reported: each key's recovery ID and key check value must be among the host's
+``recovery_key_checks``. Anything else is refused whole (:class:`EscrowRefused`), so an agent
+cannot fill the database or ``escrow export`` with keys of its own making.
 """
 
 from __future__ import annotations
@@ -28,6 +33,57 @@ from hostseal.server import alarms
 from hostseal.server.errors import NotFound, Unprocessable
 from hostseal.server.models import EscrowedKey, Host
 from hostseal.server.serverkey import Sealed, ServerKey
+
+
+class EscrowRefused(Unprocessable):
+    """The host may not escrow these keys (it is not approved, or it did not report them)."""
+
+
+ESCROWING = ("passed", "failed", "warning", "enrolled", "not-reporting")  # approved hosts
+
+
+def _refused(message: str, remedy: str, status: int = 422) -> EscrowRefused:
+    refused = EscrowRefused(message, remedy)
+    refused.http_status = status
+    return refused
+
+
+def check_allowed(host: Host, keys: list[tuple[UUID, bytes]]) -> None:
+    """Refuse (:class:`EscrowRefused`) unless the host is approved and reported every key: its
+    recovery ID with this key's check value."""
+    status = "removed" if host.removed_at is not None else host.status
+    if status not in ESCROWING:
+        raise _refused(
+            f"Host {host.name!r} is {status}: the server escrows recovery keys only from "
+            "approved hosts, so nothing was stored.",
+            f"An operator approves the host first (hostseal host approve {host.name} --reason "
+            "...); its agent then escrows the keys at its next report.",
+            403,
+        )
+    reported = {rid: kcv for rid, kcv in _reported_checks(host) or []}
+    if not reported:
+        raise _refused(
+            f"Host {host.name!r} has reported no recovery keys with its attestation evidence, "
+            f"so the server escrows none of the {len(keys)} key(s) sent; nothing was stored.",
+            "Let the agent report first (hostseal agent run --once sends the evidence, with a "
+            "key check value per recovery key, then escrows).",
+        )
+    for number, (recovery_uuid, secret) in enumerate(keys, start=1):
+        rid = format_recovery_id(recovery_uuid)
+        if rid not in reported:
+            raise _refused(
+                f"Recovery ID {rid} (key {number}) is not among the recovery keys host "
+                f"{host.name!r} reported with its last attestation; nothing was stored.",
+                "Escrow the keys the host's configuration holds ('hostseal recovery list' on "
+                "the host), after the agent has reported them (hostseal agent run --once).",
+            )
+        if key_check_value(recovery_uuid, secret) != reported[rid]:
+            raise _refused(
+                f"The key sent for recovery ID {rid} (key {number}) does not match the key "
+                f"check value host {host.name!r} reported for it; nothing was stored.",
+                "Escrow the key exactly as 'hostseal recovery list' shows it on the host; if the "
+                "key was rotated, let the agent report again first.",
+            )
 
 
 @dataclass
@@ -144,7 +200,8 @@ def store_keys(
     by: str,
     now: datetime,
 ) -> tuple[int, list[str]]:
-    """Escrow ``(recovery_id, key)`` pairs; return how many are held and the new IDs."""
+    """Escrow ``(recovery_id, key)`` pairs of an approved host that reported them
+    (:func:`check_allowed`); return how many are held and the new IDs."""
     parsed: list[tuple[UUID, bytes]] = []
     for number, (recovery_id, key) in enumerate(keys, start=1):
         try:
@@ -157,6 +214,7 @@ def store_keys(
             ) from exc
     if not parsed:
         raise Unprocessable("No recovery keys were sent.", "Send at least one key.")
+    check_allowed(host, parsed)
     new: list[str] = []
     for recovery_uuid, secret in parsed:
         rid = format_recovery_id(recovery_uuid)
@@ -190,7 +248,7 @@ def store_keys(
 
 
 def _reported(session: Session, host_name: str) -> set[tuple[str, str]]:
-    host = session.scalar(select(Host).where(Host.name == host_name))
+    host = session.scalar(select(Host).where(Host.name == host_name, Host.removed_at.is_(None)))
     checks = _reported_checks(host) if host is not None else None
     out = set()
     for recovery_id, kcv in checks or []:

@@ -28,6 +28,7 @@ from hostseal.server.api.agent import challenge_for, evidence_for, submitted
 from hostseal.server.api.schemas import EvidenceIn, VerdictOut
 from hostseal.server.app import error_body, invalid_body
 from hostseal.server.context import ServerContext
+from hostseal.server.guard import Limits, too_large
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,7 +37,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 THREADS = 16
-MAX_BODY = 16 * 1024 * 1024  # an event log of a few MB, base64, with room to spare
 
 
 class BodyTooLarge(Exception):
@@ -58,6 +58,7 @@ class FastPath:
         # challenge alone). A network database could stall the loop: threads there.
         self.inline = self.ctx.engine.dialect.name == "sqlite"
         self._loop_reader: Any = None
+        self.limits: Limits = app.state.limits  # body limits and failed-authentication counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -70,15 +71,16 @@ class FastPath:
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, *, evidence: bool) -> None:
         authorization = None
+        limit = self.limits.body_limit(scope["path"])
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-                break
+            elif name == b"content-length" and value.isdigit() and int(value) > limit:
+                return await self._too_large(send, limit, evidence)  # not read at all
         try:
-            body = await _read(receive)
+            body = await _read(receive, limit)
         except BodyTooLarge:
-            await _send(send, 413, _too_large())
-            return
+            return await self._too_large(send, limit, evidence)
         try:
             if evidence:
                 try:
@@ -95,6 +97,7 @@ class FastPath:
             else:
                 answer = await self._run(challenge_for, self.ctx, authorization)
         except Exception as exc:  # every error answered as the application answers it
+            self.limits.note(scope, exc, scope["path"])  # a failed authentication: counted
             await _send(send, *error_body(exc))
             return
         await _send_raw(send, 200, answer.model_dump_json().encode())
@@ -108,15 +111,12 @@ class FastPath:
 
     async def _evidence_inline(self, authorization: str | None, body: EvidenceIn) -> VerdictOut:
         """The evidence on the event loop (SQLite): appraised here, written by the group-commit
-        writer while the loop serves others. A quote whose signature fails goes to a worker
-        thread: finding which host's AK signed it checks every enrolled AK."""
+        writer while the loop serves others. (A quote whose signature fails costs at most one
+        more check, of the AK the signer index names: :mod:`hostseal.server.signers`.)"""
         ctx = self.ctx
         host = attestation.agent_host(ctx, authorization, self._reader())
         evidence = submitted(body)
-        prepared = attestation.prepare_evidence(ctx, host, evidence, scan_signers=False)
-        if prepared is None:
-            answer: VerdictOut = await self._run(evidence_for, ctx, authorization, body)
-            return answer
+        prepared = attestation.prepare_evidence(ctx, host, evidence)
         try:
             await asyncio.wrap_future(ctx.writer.submit(prepared.write))
         except IntegrityError as exc:
@@ -127,8 +127,12 @@ class FastPath:
     async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
 
+    async def _too_large(self, send: Send, limit: int, evidence: bool) -> None:
+        self.limits.count_refused("evidence-body" if evidence else "body")
+        await _send(send, 413, too_large(limit, evidence=evidence).to_dict())
 
-async def _read(receive: Receive) -> bytes:
+
+async def _read(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -137,20 +141,12 @@ async def _read(receive: Receive) -> bytes:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-def _too_large() -> dict[str, Any]:
-    return {
-        "error": "RequestTooLarge",
-        "message": f"The request body is larger than {MAX_BODY // (1024 * 1024)} MiB.",
-        "remedy": "Send the event log as the TPM's firmware wrote it; it is far smaller.",
-    }
 
 
 async def _send(send: Send, status: int, body: dict[str, Any]) -> None:

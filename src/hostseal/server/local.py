@@ -7,7 +7,7 @@ import getpass
 from pathlib import Path
 from typing import Any
 
-from hostseal.server import audit, tokens
+from hostseal.server import audit, datadir, tokens
 from hostseal.server.context import ServerContext
 from hostseal.server.settings import ServerSettings
 from hostseal.server.tls import TlsFiles, ensure_tls
@@ -73,7 +73,7 @@ def revoke_token(settings: ServerSettings, name: str) -> int:
 
 def ca_certificate(settings: ServerSettings) -> Path | None:
     """The CA certificate clients should trust (generated with the TLS material if needed)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    datadir.prepare(settings.data_dir)
     return ensure_tls(settings).ca
 
 
@@ -84,7 +84,7 @@ def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
     from hostseal.server.app import create_app
     from hostseal.server.fastpath import FastPath
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    datadir.prepare(settings.data_dir)
     tls: TlsFiles = ensure_tls(settings)
     app = create_app(settings)
     host, port = settings.bind_address

@@ -18,12 +18,14 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -70,9 +72,20 @@ class Host(Base):
     """A host known to the service, with its enrolled TPM identity and its latest state."""
 
     __tablename__ = "hosts"
+    # A removed host stays as a tombstone (its verdicts and alarms are history); a name is
+    # unique among the hosts that are not removed, so the name can enrol again as a new host.
+    __table_args__ = (
+        Index(
+            "uq_hosts_live_name",
+            "name",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
     status: Mapped[str] = mapped_column(String(32))
     enrolled_at: Mapped[datetime]
     ek_public: Mapped[bytes] = mapped_column(LargeBinary)
@@ -95,6 +108,10 @@ class Host(Base):
     # last_status / last_messages; None when the last verdict was not a full appraisal.
     appraisal_key: Mapped[str | None] = mapped_column(String(64))
     secure_config: Mapped[dict[str, Any] | None]
+    # set when an operator removed the host (hostseal.server.enrol.remove): a tombstone
+    removed_at: Mapped[datetime | None]
+    removed_by: Mapped[str | None] = mapped_column(String(255))
+    removed_reason: Mapped[str | None] = mapped_column(Text)
 
     verdicts: Mapped[list[Verdict]] = relationship(
         back_populates="host", cascade="all, delete-orphan", passive_deletes=True
@@ -149,6 +166,47 @@ class Enrolment(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # the enrolment token it was started with (HOSTSEAL_SERVER_ENROLMENT=token); used at finish
+    token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrolment_tokens.id", ondelete="SET NULL")
+    )
+
+
+class EnrolmentToken(Base):
+    """A one-time (or N-times) enrolment token, stored as its SHA-256: for one host name, or for
+    a batch of new hosts (``host_name`` None); it expires."""
+
+    __tablename__ = "enrolment_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    host_name: Mapped[str | None] = mapped_column(String(255))
+    uses_left: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+class TpmChangeRequest(Base):
+    """Another TPM that proved possession of its EK under a known host's name: kept beside the
+    host until an operator accepts or rejects it; the host itself is not changed by it."""
+
+    __tablename__ = "tpm_change_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    old_ek_fingerprint: Mapped[str] = mapped_column(String(64))
+    ek_fingerprint: Mapped[str] = mapped_column(String(64))
+    ek_public: Mapped[bytes] = mapped_column(LargeBinary)
+    ek_certificate: Mapped[bytes | None] = mapped_column(LargeBinary)
+    ek_trusted: Mapped[bool] = mapped_column(Boolean)
+    ek_vendor: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(64))
+    requested_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))  # open, accepted, rejected
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class Verdict(Base):

@@ -12,7 +12,8 @@ A killed instance's transaction rolls back: the job stays due and another instan
 Jobs:
 
 * ``stale-hosts`` -- every ``staleness_check_every``: hosts that have not attested for
-  ``stale_after`` become ``not-reporting`` (audited as ``host.not-reporting``);
+  ``stale_after`` become ``not-reporting`` (audited as ``host.not-reporting``, with the
+  ``host-not-reporting`` alarm: :mod:`hostseal.server.reporting`);
 * ``prune`` -- every 10 minutes: enrolments expired for a day, instances gone for a day.
 """
 
@@ -25,62 +26,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hostseal.server import attestation, audit, instances
+from hostseal.server import attestation, instances, refusals, reporting
 from hostseal.server.context import ServerContext
 from hostseal.server.instances import Me, ScheduledJob
-from hostseal.server.models import Host
-from hostseal.server.tokens import SYSTEM
+from hostseal.server.settings import ServerSettings
 
 log = logging.getLogger("hostseal.server")
 
 BATCH = 500
 
 
-def mark_stale(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
-    """Hosts that have not attested for ``stale_after`` become ``not-reporting``; their names.
-
-    Claims the hosts with ``FOR UPDATE SKIP LOCKED`` in batches and reads only the columns it
-    needs (a host row carries its last event log)."""
-    limit = now - stale_after
-    last = func.coalesce(Host.last_attested_at, Host.enrolled_at)
-    marked: list[str] = []
-    while True:
-        rows = session.execute(
-            select(Host.id, Host.name, Host.last_attested_at, Host.enrolled_at)
-            .where(Host.status.in_(attestation.ATTESTED), last < limit)
-            .order_by(Host.id)
-            .limit(BATCH)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if not rows:
-            return marked
-        session.execute(
-            update(Host)
-            .where(Host.id.in_([row.id for row in rows]))
-            .values(status=attestation.NOT_REPORTING)
-            .execution_options(synchronize_session=False)
-        )
-        for row in rows:
-            seen = row.last_attested_at or row.enrolled_at
-            audit.record(
-                session,
-                SYSTEM,
-                "host.not-reporting",
-                now=now,
-                host=row.name,
-                details={"last_attested_at": seen.isoformat()},
-            )
-            marked.append(row.name)
-        if len(rows) < BATCH:
-            return marked
+def mark_stale(session: Session, now: datetime, settings: ServerSettings) -> list[str]:
+    """Hosts that have not attested for ``stale_after`` become ``not-reporting`` with an alarm
+    (:func:`hostseal.server.reporting.mark_stale`); their names."""
+    return reporting.mark_stale(session, now, settings)
 
 
 def _stale_hosts(ctx: ServerContext, session: Session, now: datetime) -> str:
-    marked = mark_stale(session, now, ctx.settings.stale_after)
+    marked = mark_stale(session, now, ctx.settings)
     if marked:
         more = f" and {len(marked) - 20} more" if len(marked) > 20 else ""
         shown = ", ".join(marked[:20]) + more
@@ -108,11 +75,13 @@ JOBS = (
 
 
 def housekeeping(ctx: ServerContext) -> list[str]:
-    """Every job's work once, now, whatever the schedule; the hosts marked not-reporting."""
+    """Every job's work once, now, whatever the schedule (and this instance's aggregate rows of
+    refused evidence); the hosts marked not-reporting."""
     now = ctx.clock.now()
     with ctx.sessions.begin() as session:
-        marked = mark_stale(session, now, ctx.settings.stale_after)
+        marked = mark_stale(session, now, ctx.settings)
         _prune(ctx, session, now)
+    refusals.flush(ctx)
     return marked
 
 
@@ -204,13 +173,15 @@ def tick_interval(ctx: ServerContext) -> float:
 
 
 async def run_forever(ctx: ServerContext, me: Me) -> None:
-    """Heartbeat and due jobs every tick, until cancelled; a failed round is logged and retried
-    (a database restart costs a round, not the instance)."""
+    """Heartbeat, due jobs and the aggregate audit rows of refused evidence
+    (:mod:`hostseal.server.refusals`) every tick, until cancelled; a failed round is logged and
+    retried (a database restart costs a round, not the instance)."""
     interval = tick_interval(ctx)
     while True:
         try:
             await asyncio.to_thread(beat, ctx, me)
             await asyncio.to_thread(run_due, ctx, me)
+            await asyncio.to_thread(refusals.flush, ctx)  # this instance's own counters
         except Exception as exc:
             log.error("background round failed (retried in %.0f s): %s", interval, exc)
         await asyncio.sleep(interval)

@@ -19,6 +19,8 @@ from hostseal.server.models import Host, Token
 
 USER_ROLES = ("viewer", "operator", "admin")
 AGENT = "agent"
+METRICS = "metrics"  # reads /metrics and nothing else (for Prometheus)
+TOKEN_ROLES = (*USER_ROLES, METRICS)  # the roles ``token create`` issues
 _RANK = {role: rank for rank, role in enumerate(USER_ROLES)}
 PREFIX = "hst_"
 
@@ -46,8 +48,8 @@ def new_token() -> str:
 
 def create_token(session: Session, *, name: str, role: str, now: datetime) -> str:
     """A new user token; the plaintext is returned once and never stored."""
-    if role not in USER_ROLES:
-        raise Unprocessable(f"{role!r} is not a role.", f"Use one of: {', '.join(USER_ROLES)}.")
+    if role not in TOKEN_ROLES:
+        raise Unprocessable(f"{role!r} is not a role.", f"Use one of: {', '.join(TOKEN_ROLES)}.")
     if not name.strip():
         raise Unprocessable("A token needs a name.", "Name it after its holder: --name alice.")
     taken = session.scalar(
@@ -102,28 +104,33 @@ def list_tokens(session: Session) -> list[Token]:
 
 
 def authenticate(session: Session, header: str | None) -> Principal:
-    """The principal of an ``Authorization: Bearer`` header; 401 when missing or unknown."""
+    """The principal of an ``Authorization: Bearer`` header; 401 when missing or unknown
+    (:class:`Unauthenticated` with its ``reason``: no-token, malformed-header, unknown-token,
+    revoked-token, host-removed)."""
     if not header:
         raise Unauthenticated(
             "This request needs a token: send 'Authorization: Bearer <token>'.",
             "Create a token on the server with 'hostseal server token create --role viewer "
             "--name NAME' and pass it in HOSTSEAL_TOKEN.",
+            reason="no-token",
         )
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise Unauthenticated(
             "The Authorization header is not 'Bearer <token>'.",
             "Send the token as: Authorization: Bearer <token>.",
+            reason="malformed-header",
         )
+    digest = token_hash(value.strip())
     row = session.scalar(
-        select(Token).where(
-            Token.token_sha256 == token_hash(value.strip()), Token.revoked_at.is_(None)
-        )
+        select(Token).where(Token.token_sha256 == digest, Token.revoked_at.is_(None))
     )
     if row is None:
+        revoked = session.scalar(select(Token.id).where(Token.token_sha256 == digest).limit(1))
         raise Unauthenticated(
             "The token is not known to this server, or it was revoked.",
             "Check HOSTSEAL_TOKEN (or --token-file); create a new token if it was revoked.",
+            reason="unknown-token" if revoked is None else "revoked-token",
         )
     if row.role == AGENT:
         host = session.get(Host, row.host_id) if row.host_id is not None else None
@@ -131,6 +138,7 @@ def authenticate(session: Session, header: str | None) -> Principal:
             raise Unauthenticated(
                 "This agent token's host was removed from the server.",
                 "Enrol the host again: hostseal agent enrol.",
+                reason="host-removed",
             )
         return Principal(row.name, AGENT, host.id, host.name)
     return Principal(row.name, row.role)
@@ -143,13 +151,28 @@ def require_role(principal: Principal, role: str, doing: str) -> None:
             f"An agent token cannot {doing}: agent tokens are accepted only by the agent "
             "endpoints.",
             "Use a user token (hostseal server token create).",
+            reason="wrong-role",
         )
     if _RANK.get(principal.role, -1) < _RANK[role]:
         raise Forbidden(
             f"Only the {role} role may {doing}; the token {principal.name!r} has the "
             f"{principal.role} role.",
             f"Ask an administrator for a token with the {role} role.",
+            reason="wrong-role",
         )
+
+
+def metrics_reader(session: Session, header: str | None) -> Principal:
+    """The caller of ``/metrics`` (when it needs a token): a ``metrics`` or user token."""
+    principal = authenticate(session, header)
+    if principal.role not in TOKEN_ROLES:
+        raise Forbidden(
+            "An agent token cannot read /metrics.",
+            "Give Prometheus a token of the metrics role: hostseal server token create "
+            "--role metrics --name prometheus.",
+            reason="wrong-role",
+        )
+    return principal
 
 
 def require_agent(principal: Principal) -> tuple[int, str]:
@@ -158,5 +181,6 @@ def require_agent(principal: Principal) -> tuple[int, str]:
         raise Forbidden(
             "Only a host's agent may call this endpoint; this is a user token.",
             "Agents get their token from enrolment (POST /v1/enrol/finish).",
+            reason="wrong-role",
         )
     return principal.host_id, principal.host_name

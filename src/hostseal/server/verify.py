@@ -94,6 +94,8 @@ class Verifier(Protocol):
         self, certificate: bytes, ek_public: bytes, at: datetime
     ) -> bool: ...
 
+    def ek_vendor(self, certificate: bytes, ek_public: bytes, at: datetime) -> str | None: ...
+
     def appraise(
         self,
         ak_public: bytes,
@@ -167,6 +169,21 @@ class AttestVerifier:
         except EkCertificateUntrusted:
             return False
         return True
+
+    def ek_vendor(self, certificate: bytes, ek_public: bytes, at: datetime) -> str | None:
+        """The TPM vendor a trusted EK certificate names (``"Intel (INTC)"``), else None: an
+        untrusted certificate's vendor attribute is not shown, as nobody vouches for it."""
+        from hostseal.attest import EkCertificateUntrusted, verify_ek_certificate
+
+        try:
+            cert = verify_ek_certificate(
+                certificate, self._trust_store(), ek_public=ek_public, at=at
+            )
+        except EkCertificateUntrusted:
+            return None
+        if cert.vendor is None:
+            return None
+        return f"{cert.vendor_name} ({cert.vendor})" if cert.vendor_name else cert.vendor
 
     def appraise(
         self,

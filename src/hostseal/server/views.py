@@ -8,7 +8,7 @@ from sqlalchemy import Executable, func, select
 from sqlalchemy.orm import Session
 
 from hostseal.server import alarms, escrow
-from hostseal.server.models import Alarm, Host, Verdict
+from hostseal.server.models import Alarm, Host, TpmChangeRequest, Verdict
 
 HISTORY = 100
 
@@ -24,7 +24,7 @@ def host_to_dict(session: Session, host: Host, *, history: bool = False) -> dict
     )
     data: dict[str, Any] = {
         "name": host.name,
-        "status": host.status,
+        "status": "removed" if host.removed_at is not None else host.status,
         "message": messages[0] if messages else None,
         "messages": messages,
         "last_verdict": host.last_status,
@@ -42,7 +42,14 @@ def host_to_dict(session: Session, host: Host, *, history: bool = False) -> dict
         "secure_config": host.secure_config,
         "escrow": escrow.state_of(session, host).to_dict(),
         "alarms": [{"id": a.id, "kind": a.kind, "state": a.state} for a in active],
+        "tpm_change_requests": tpm_change_requests(session, host),
     }
+    if host.removed_at is not None:
+        data["removed"] = {
+            "at": _iso(host.removed_at),
+            "by": host.removed_by,
+            "reason": host.removed_reason,
+        }
     if history:
         verdicts = session.scalars(
             select(Verdict)
@@ -63,8 +70,39 @@ def host_to_dict(session: Session, host: Host, *, history: bool = False) -> dict
     return data
 
 
-def list_hosts(session: Session) -> list[dict[str, Any]]:
-    return [host_to_dict(session, h) for h in session.scalars(select(Host).order_by(Host.name))]
+def tpm_change_requests(session: Session, host: Host) -> list[dict[str, Any]]:
+    """Other TPMs that enrolled under the host's name (newest first): the old and the new EK,
+    whether the new one's certificate chains to the trust store, who asked from where."""
+    rows = session.scalars(
+        select(TpmChangeRequest)
+        .where(TpmChangeRequest.host_id == host.id)
+        .order_by(TpmChangeRequest.id.desc())
+        .limit(HISTORY)
+    )
+    return [
+        {
+            "id": r.id,
+            "state": r.state,
+            "old_ek_fingerprint": r.old_ek_fingerprint,
+            "new_ek_fingerprint": r.ek_fingerprint,
+            "certificate": r.ek_certificate is not None,
+            "trusted_chain": r.ek_trusted,
+            "vendor": r.ek_vendor,
+            "address": r.address,
+            "requested_at": _iso(r.requested_at),
+            "decided_at": _iso(r.decided_at),
+            "decided_by": r.decided_by,
+            "reason": r.reason,
+        }
+        for r in rows
+    ]
+
+
+def list_hosts(session: Session, *, removed: bool = False) -> list[dict[str, Any]]:
+    """The hosts of the fleet, or with ``removed`` the removed ones (tombstones)."""
+    which = Host.removed_at.is_not(None) if removed else Host.removed_at.is_(None)
+    query = select(Host).where(which).order_by(Host.name, Host.id)
+    return [host_to_dict(session, h) for h in session.scalars(query)]
 
 
 def _counts(session: Session, query: Executable) -> dict[str, int]:
@@ -77,7 +115,10 @@ def metrics(session: Session) -> str:
         "# HELP hostseal_hosts Hosts by status.",
         "# TYPE hostseal_hosts gauge",
     ]
-    by_status = _counts(session, select(Host.status, func.count()).group_by(Host.status))
+    by_status = _counts(
+        session,
+        select(Host.status, func.count()).where(Host.removed_at.is_(None)).group_by(Host.status),
+    )
     for status in (
         "passed",
         "failed",
@@ -101,8 +142,19 @@ def metrics(session: Session) -> str:
     ]
     raised = _counts(
         session,
-        select(Alarm.kind, func.count()).where(Alarm.state != alarms.CLEARED).group_by(Alarm.kind),
+        select(Alarm.kind, func.count())
+        .join(Alarm.host)
+        .where(Alarm.state != alarms.CLEARED, Host.removed_at.is_(None))
+        .group_by(Alarm.kind),
     )
     for kind in alarms.TITLES:
         lines.append(f'hostseal_alarms_raised{{kind="{kind}"}} {raised.get(kind, 0)}')
+    open_requests = session.scalar(
+        select(func.count()).select_from(TpmChangeRequest).where(TpmChangeRequest.state == "open")
+    )
+    lines += [
+        "# HELP hostseal_tpm_change_requests_open TPM change requests waiting for an operator.",
+        "# TYPE hostseal_tpm_change_requests_open gauge",
+        f"hostseal_tpm_change_requests_open {open_requests or 0}",
+    ]
     return "\n".join(lines) + "\n"

@@ -99,8 +99,9 @@ def _loaded_ak(tpm: Tpm, ak: AkBlob) -> Any:
                 raise AkUnavailable(
                     "The attestation key does not load in this TPM: the TPM was replaced or "
                     "cleared since the host enrolled.",
-                    "The agent enrols again; the server reports the host as 'TPM changed' "
-                    "until an operator runs: hostseal host reconnect HOST.",
+                    "The agent enrols again; a replaced TPM's enrolment is kept as a TPM "
+                    "change request until an operator runs: hostseal host accept-tpm HOST "
+                    "--request ID --reason ...",
                 ) from None
             raise
         try:

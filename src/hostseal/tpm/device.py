@@ -175,10 +175,14 @@ class Tpm:
         resource manager (swtpm over TCP, /dev/tpm0). Such a TPM serves one connection at a
         time, so whatever is loaded when we connect belongs to nobody; left there, it fills the
         TPM's few object slots ("out of memory for object contexts")."""
-        leftovers: list[int] = []
+        leftovers: dict[int, None] = {}
+        # Transient objects, loaded sessions, saved sessions. The loaded-session listing gives
+        # policy sessions with their own type (0x03), so keep both session types from it.
         for first in (0x80000000, 0x02000000, 0x03000000):
             _, data = self._esapi.get_capability(TPM2_CAP.HANDLES, first, 64)
-            leftovers += [int(h) for h in data.data.handles if int(h) >> 24 == first >> 24]
+            for h in data.data.handles:
+                if int(h) >> 24 in (0x80, 0x02, 0x03):
+                    leftovers[int(h)] = None
         for handle in leftovers:
             command = struct.pack(">HII", 0x8001, 14, 0x165) + struct.pack(">I", handle)
             self._tctildr.transmit(command)  # TPM2_FlushContext

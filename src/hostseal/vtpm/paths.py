@@ -21,7 +21,7 @@ from pathlib import Path
 from hostseal.keyprovider.store import default_keyprovider_dir
 from hostseal.vtpm.errors import VtpmError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # fullmatch: no trailing newline
 
 
 def default_vtpm_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -36,7 +36,7 @@ def default_vtpm_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def check_vm_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise VtpmError(
             f"{name!r} is not a valid VM name for a vTPM.",
             "Use letters, digits, '.', '_' or '-' (at most 63 characters, starting with a "

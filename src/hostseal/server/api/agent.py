@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from hostseal.secureconfig.recoverykey import format_recovery_id, parse_recovery_id
-from hostseal.server import attestation, audit, enrol, escrow, views
+from hostseal.server import attestation, audit, enrol, escrow, reporting, views
 from hostseal.server.api.deps import Agent, Ctx, b64, b64e, bearer, context_of
 from hostseal.server.api.schemas import (
     ChallengeOut,
@@ -39,6 +39,7 @@ def enrol_start(body: EnrolStart, ctx: Ctx) -> EnrolStarted:
         b64(body.ek_public, "ek_public"),
         certificate,
         b64(body.ak_public, "ak_public"),
+        body.enrolment_token,
     )
     return EnrolStarted(
         enrolment_id=started.enrolment_id,
@@ -48,9 +49,11 @@ def enrol_start(body: EnrolStart, ctx: Ctx) -> EnrolStarted:
 
 
 @router.post("/enrol/finish", response_model=EnrolFinished)
-def enrol_finish(body: EnrolFinish, ctx: Ctx) -> EnrolFinished:
-    """Return the activated secret; get the agent token."""
-    finished = enrol.finish(ctx, body.enrolment_id, b64(body.secret, "secret"))
+def enrol_finish(body: EnrolFinish, ctx: Ctx, request: Request) -> EnrolFinished:
+    """Return the activated secret; get the agent token. Another TPM under a known host's name
+    gets 409 TpmChangeRequested (a request for an operator; the host is not changed)."""
+    address = request.client.host if request.client else None
+    finished = enrol.finish(ctx, body.enrolment_id, b64(body.secret, "secret"), address)
     return EnrolFinished(
         host=finished.host,
         agent_token=finished.agent_token,
@@ -149,12 +152,13 @@ def submitted(body: EvidenceIn) -> attestation.Evidence:
 
 @router.get("/attest/status")
 def own_status(ctx: Ctx, agent: Agent) -> dict[str, Any]:
-    """This host's attestation status, for its agent (and for vTPM key release on the host)."""
+    """This host's attestation status, for its agent (and for vTPM key release on the host):
+    ``not-reporting`` as soon as the host is late (docs/server.md), whatever its last verdict."""
     host_id, _ = require_agent(agent)
     with ctx.sessions() as session:
         host = session.get(Host, host_id)
         assert host is not None
-        shown = views.host_to_dict(session, host)
+        shown = reporting.shown(views.host_to_dict(session, host), ctx.clock.now(), ctx.settings)
     return {
         "host": shown["name"],
         "status": shown["status"],

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from hostseal.server import alarms
-from hostseal.server.api.deps import Ctx, Operator, Viewer
+from hostseal.server.api.deps import Ctx, NameQuery, Operator, RowId, Viewer
 from hostseal.server.api.schemas import CommentIn
 
 router = APIRouter(tags=["alarms"])
@@ -15,16 +15,21 @@ router = APIRouter(tags=["alarms"])
 
 @router.get("/alarms")
 def list_alarms(
-    ctx: Ctx, _: Viewer, host: str | None = None, state: str | None = None
+    ctx: Ctx,
+    _: Viewer,
+    host: NameQuery = None,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+    removed: bool = False,
 ) -> list[dict[str, Any]]:
     """Alarms (newest first) with their history; ``state``: raised, acknowledged, cleared or
-    active (not cleared)."""
+    active (not cleared); with ``removed=true`` the alarms of removed hosts instead."""
     with ctx.sessions() as session:
-        return [alarms.to_dict(a) for a in alarms.list_alarms(session, host=host, state=state)]
+        found = alarms.list_alarms(session, host=host, state=state, removed=removed)
+        return [alarms.to_dict(a) for a in found]
 
 
 @router.post("/alarms/{alarm_id}/ack")
-def acknowledge(alarm_id: int, body: CommentIn, ctx: Ctx, who: Operator) -> dict[str, Any]:
+def acknowledge(alarm_id: RowId, body: CommentIn, ctx: Ctx, who: Operator) -> dict[str, Any]:
     with ctx.sessions.begin() as session:
         alarm = alarms.acknowledge(session, alarm_id, who, body.comment, ctx.clock.now())
         session.flush()
@@ -32,7 +37,7 @@ def acknowledge(alarm_id: int, body: CommentIn, ctx: Ctx, who: Operator) -> dict
 
 
 @router.post("/alarms/{alarm_id}/reset", responses={409: {"description": "condition holds"}})
-def reset(alarm_id: int, body: CommentIn, ctx: Ctx, who: Operator) -> dict[str, Any]:
+def reset(alarm_id: RowId, body: CommentIn, ctx: Ctx, who: Operator) -> dict[str, Any]:
     """Reset to green by hand; refused (409) while the alarm's condition still holds."""
     with ctx.sessions.begin() as session:
         alarm = alarms.reset(session, alarm_id, who, body.comment, ctx.clock.now())

@@ -7,14 +7,23 @@ import binascii
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from hostseal.server.api.schemas import MAX_NAME, MAX_TEXT, NAME_PATTERN
 from hostseal.server.context import ServerContext
 from hostseal.server.errors import EvidenceMalformed
 from hostseal.server.tokens import Principal, authenticate, require_agent, require_role
 
 bearer = HTTPBearer(auto_error=False, description="A user token or an agent token.")
+
+# Path and query parameters, bounded before they reach the database: ids within its integer
+# range (PostgreSQL INTEGER), names by the host-name rule (a full match), texts by length.
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+NamePath = Annotated[str, Path(max_length=MAX_NAME, pattern=NAME_PATTERN)]
+NameQuery = Annotated[str | None, Query(max_length=MAX_NAME, pattern=NAME_PATTERN)]
+ReasonQuery = Annotated[str, Query(max_length=MAX_TEXT)]
 
 
 async def get_ctx(request: Request) -> ServerContext:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from hostseal.server import audit, escrow
-from hostseal.server.api.deps import Admin, Ctx
+from hostseal.server.api.deps import Admin, Ctx, NamePath, NameQuery, ReasonQuery
 
 router = APIRouter(tags=["escrow"])
 
 
 @router.get("/escrow/{host}")
-def read_host_keys(host: str, ctx: Ctx, who: Admin, reason: str = "") -> dict[str, Any]:
+def read_host_keys(
+    host: NamePath, ctx: Ctx, who: Admin, reason: ReasonQuery = ""
+) -> dict[str, Any]:
     """The host's escrowed recovery keys in clear; the read is audited with ``reason``."""
     stated = audit.require_reason(reason, "read escrowed recovery keys")
     now = ctx.clock.now()
@@ -32,7 +34,7 @@ def read_host_keys(host: str, ctx: Ctx, who: Admin, reason: str = "") -> dict[st
 
 
 @router.get("/escrow")
-def export_keys(ctx: Ctx, who: Admin, reason: str = "") -> dict[str, Any]:
+def export_keys(ctx: Ctx, who: Admin, reason: ReasonQuery = "") -> dict[str, Any]:
     """Every escrowed key as one document; the export is audited with ``reason``."""
     stated = audit.require_reason(reason, "export escrowed recovery keys")
     now = ctx.clock.now()
@@ -44,7 +46,12 @@ def export_keys(ctx: Ctx, who: Admin, reason: str = "") -> dict[str, Any]:
             "escrow.export",
             now=now,
             reason=stated,
-            details={"hosts": len(hosts), "keys": sum(len(h["keys"]) for h in hosts)},
+            details={
+                "hosts": len(hosts),
+                "keys": sum(len(h["keys"]) for h in hosts),
+                # which keys left the server, not only how many
+                "recovery_ids": {h["host"]: [k["recovery_id"] for k in h["keys"]] for h in hosts},
+            },
         )
     return {
         "format": "hostseal-escrow-export v1",
@@ -57,7 +64,11 @@ def export_keys(ctx: Ctx, who: Admin, reason: str = "") -> dict[str, Any]:
 
 @router.get("/audit")
 def audit_log(
-    ctx: Ctx, _: Admin, host: str | None = None, action: str | None = None, limit: int = 500
+    ctx: Ctx,
+    _: Admin,
+    host: NameQuery = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    limit: int = 500,
 ) -> list[dict[str, Any]]:
     """The audit log, newest first."""
     with ctx.sessions() as session:

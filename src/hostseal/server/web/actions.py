@@ -19,9 +19,11 @@ from hostseal.server import audit
 from hostseal.server.api import alarms as api_alarms
 from hostseal.server.api import escrow as api_escrow
 from hostseal.server.api import hosts as api_hosts
+from hostseal.server.api.deps import RowId
 from hostseal.server.api.schemas import AssignIn, CommentIn, ReasonIn
 from hostseal.server.errors import Unauthenticated
-from hostseal.server.tokens import AGENT, authenticate, require_role, token_hash
+from hostseal.server.guard import client_address
+from hostseal.server.tokens import AGENT, USER_ROLES, authenticate, require_role, token_hash
 from hostseal.server.web.render import WebRoute, page
 from hostseal.server.web.session import (
     Posted,
@@ -92,16 +94,23 @@ async def login(request: Request) -> Response:
             raise Unauthenticated(
                 "Enter an API token to log in.",
                 "Create one on the server: hostseal server token create --role viewer --name NAME.",
+                reason="no-token",
             )
         with ctx.sessions.begin() as db:
             who = authenticate(db, f"Bearer {token}")
-            if who.role == AGENT:
+            if who.role not in USER_ROLES:  # an agent's or a metrics token
                 raise Unauthenticated(
-                    "An agent token cannot log in to the dashboard.",
+                    f"{'An agent' if who.role == AGENT else 'A metrics'} token cannot log in to "
+                    "the dashboard.",
                     "Log in with a user token (viewer, operator or admin).",
+                    reason="wrong-role",
                 )
             audit.record(db, who, "web.login", now=ctx.clock.now())
     except HostsealError as err:
+        reason = getattr(err, "reason", None) or "unauthenticated"  # counted and logged
+        request.app.state.limits.auth_failed(
+            "POST", "/ui/login", client_address(request.scope), reason
+        )
         return _login_form(request, found.session, status=401, error=err.message, remedy=err.remedy)
     session = WebSession.new(token_hash(token), ctx.clock.now())  # a new id and CSRF token
     target = local_path(fields.get("next"), "/ui/")
@@ -122,7 +131,7 @@ def logout(request: Request, form: Form) -> RedirectResponse:
 
 
 @router.post("/ui/alarms/{alarm_id}/ack")
-def acknowledge(request: Request, alarm_id: int, form: Form) -> RedirectResponse:
+def acknowledge(request: Request, alarm_id: RowId, form: Form) -> RedirectResponse:
     require_role(form.user.principal, "operator", CHANGE)
     body = CommentIn(comment=form.get("comment"))
     api_alarms.acknowledge(alarm_id, body, ctx_of(request), form.user.principal)
@@ -130,7 +139,7 @@ def acknowledge(request: Request, alarm_id: int, form: Form) -> RedirectResponse
 
 
 @router.post("/ui/alarms/{alarm_id}/reset")
-def reset(request: Request, alarm_id: int, form: Form) -> RedirectResponse:
+def reset(request: Request, alarm_id: RowId, form: Form) -> RedirectResponse:
     require_role(form.user.principal, "operator", CHANGE)
     body = CommentIn(comment=form.get("comment"))
     api_alarms.reset(alarm_id, body, ctx_of(request), form.user.principal)
@@ -145,6 +154,19 @@ def reconnect(request: Request, name: str, form: Form) -> RedirectResponse:
     return _back(form, f"/ui/hosts/{name}", "reconnect")
 
 
+@router.post("/ui/hosts/{name}/tpm-requests/{request_id}/{decision}")
+def decide_tpm(
+    request: Request, name: str, request_id: api_hosts.RequestId, decision: str, form: Form
+) -> RedirectResponse:
+    require_role(form.user.principal, "operator", CHANGE)
+    if decision not in ("accept", "reject"):
+        return _back(form, f"/ui/hosts/{name}", "")
+    body = ReasonIn(reason=form.get("reason"))
+    decide = api_hosts.accept_tpm if decision == "accept" else api_hosts.reject_tpm
+    decide(name, request_id, body, ctx_of(request), form.user.principal)
+    return _back(form, f"/ui/hosts/{name}", f"tpm-{decision}ed")
+
+
 @router.post("/ui/hosts/{name}/approve")
 def approve(request: Request, name: str, form: Form) -> RedirectResponse:
     require_role(form.user.principal, "operator", CHANGE)
@@ -156,7 +178,7 @@ def approve(request: Request, name: str, form: Form) -> RedirectResponse:
 @router.post("/ui/hosts/{name}/policy")
 def assign_policy(request: Request, name: str, form: Form) -> RedirectResponse:
     require_role(form.user.principal, "operator", CHANGE)
-    body = AssignIn(policy=form.get("policy") or None)
+    body = AssignIn(policy=form.get("policy") or None, reason=form.get("reason"))
     api_hosts.assign_policy(name, body, ctx_of(request), form.user.principal)
     return _back(form, f"/ui/hosts/{name}", "policy")
 

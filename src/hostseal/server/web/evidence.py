@@ -10,7 +10,9 @@ value differs. The event log is decoded with :mod:`hostseal.measure`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostseal.errors import HostsealError
-from hostseal.measure import EventLog, EventType, cmdline_of, decode_variable, describe
+from hostseal.measure import Event, EventLog, EventType, cmdline_of, decode_variable, describe
 from hostseal.server.context import ServerContext
 from hostseal.server.models import Host, Policy, Verdict
 from hostseal.server.verify import CheckedEvidence
@@ -51,9 +53,16 @@ class EventRow:
 
     @property
     def severity(self) -> str:
-        order = ("failure", "warning", "context")
-        found = [n.severity for n in self.notes]
-        return next((s for s in order if s in found), "")
+        return _severity(self.notes)
+
+
+ALARMING = ("failure", "warning")
+
+
+def _severity(notes: Iterable[Note]) -> str:
+    order = ("failure", "warning", "context")
+    found = [n.severity for n in notes]
+    return next((s for s in order if s in found), "")
 
 
 @dataclass
@@ -66,15 +75,34 @@ class HostEvidence:
     log_error: str | None
     findings: list[dict[str, Any]]
     requirements: list[str]
+    #: the decoded log is shown a page at a time: ``events`` is page ``page`` of ``pages``
+    event_count: int = 0
+    page: int = 1
+    pages: int = 1
+    #: events that differ from the policy: the first ``FLAGGED_SHOWN`` of ``flagged_total``
+    flagged_rows: list[EventRow] = field(default_factory=list)
+    flagged_total: int = 0
 
     @property
     def flagged(self) -> list[EventRow]:
-        return [e for e in self.events if e.severity in ("failure", "warning")]
+        return self.flagged_rows
+
+    @property
+    def first_shown(self) -> int:
+        return (self.page - 1) * EVENTS_PER_PAGE + 1 if self.events else 0
+
+    @property
+    def last_shown(self) -> int:
+        return self.first_shown + len(self.events) - 1 if self.events else 0
 
     @property
     def differing(self) -> int:
         return sum(1 for p in self.pcrs if p.state == "differs")
 
+
+#: events of the decoded log per page, and events that differ from the policy listed at most
+EVENTS_PER_PAGE = 100
+FLAGGED_SHOWN = 100
 
 PCR_MEANINGS = {
     0: "firmware",
@@ -151,14 +179,58 @@ def _event_of(finding: dict[str, Any], log: EventLog) -> int | None:
     return None
 
 
-def _events(log: EventLog, bank: str) -> list[EventRow]:
+def _events(events: Iterable[Event], bank: str, notes: dict[int, list[Note]]) -> list[EventRow]:
     rows = []
-    for event in log.events:
+    for event in events:
         digest = event.digests.get(bank) or next(iter(event.digests.values()), b"")
         rows.append(
-            EventRow(event.index, event.pcr, event.type_name, describe(event), digest.hex())
+            EventRow(
+                event.index,
+                event.pcr,
+                event.type_name,
+                describe(event),
+                digest.hex(),
+                list(notes.get(event.index, ())),
+            )
         )
     return rows
+
+
+def page_of(text: str | None) -> int:
+    """The page of the event log asked for (``?events=N``); 1 when absent or not a number."""
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 6:
+        return 1
+    return max(1, int(text))
+
+
+def version(session: Session, host: Host, page: int) -> str:
+    """Names what the evidence region shows (the last log, PCR values and policy, the page): the
+    live refresh sends the region again only when this changes."""
+    digest = None
+    if host.policy_name is not None:
+        digest = session.scalar(select(Policy.digest).where(Policy.name == host.policy_name))
+    parts = (
+        host.last_eventlog_sha256 or "",
+        json.dumps(host.last_pcrs or {}, sort_keys=True),
+        host.policy_name or "",
+        digest or "",
+        str(page),
+    )
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def _paginate(
+    evidence: HostEvidence, log: EventLog, bank: str, notes: dict[int, list[Note]], page: int
+) -> None:
+    total = len(log.events)
+    evidence.event_count = total
+    evidence.pages = max(1, -(-total // EVENTS_PER_PAGE))
+    evidence.page = min(page, evidence.pages)
+    start = (evidence.page - 1) * EVENTS_PER_PAGE
+    evidence.events = _events(log.events[start : start + EVENTS_PER_PAGE], bank, notes)
+    differing = [e for e in log.events if _severity(notes.get(e.index, ())) in ALARMING]
+    evidence.flagged_total = len(differing)
+    evidence.flagged_rows = _events(differing[:FLAGGED_SHOWN], bank, notes)
 
 
 def _pcr_rows(
@@ -177,8 +249,9 @@ def _pcr_rows(
     return rows
 
 
-def host_evidence(ctx: ServerContext, session: Session, host: Host) -> HostEvidence:
-    """The host's last evidence compared with its policy, for the host page."""
+def host_evidence(ctx: ServerContext, session: Session, host: Host, page: int = 1) -> HostEvidence:
+    """The host's last evidence compared with its policy, for the host page; page ``page`` of
+    its decoded event log."""
     pcrs = host.last_pcrs or {}
     policy = _policy_document(session, host)
     document: dict[str, Any] = {}
@@ -205,38 +278,46 @@ def host_evidence(ctx: ServerContext, session: Session, host: Host) -> HostEvide
     if isinstance(log, str):
         evidence.log_error = log
         log = None
+    notes: dict[int, list[Note]] = {}
+    if policy is not None and pcrs:
+        try:
+            facts = ctx.verifier.check_policy(*policy)
+            values = {
+                b: {int(i): bytes.fromhex(v) for i, v in vals.items()} for b, vals in pcrs.items()
+            }
+            checked = CheckedEvidence(values, host.last_eventlog, log)
+            outcome = ctx.verifier.evaluate(facts, checked)
+        except (HostsealError, ValueError) as err:
+            evidence.policy_error = getattr(err, "message", str(err))
+        else:
+            evidence.findings = outcome.findings
+            notes = _place(evidence.findings, log)
     if log is not None:
-        evidence.events = _events(log, bank)
-    if policy is None or not pcrs:
-        return evidence
-    try:
-        facts = ctx.verifier.check_policy(*policy)
-        values = {
-            b: {int(i): bytes.fromhex(v) for i, v in vals.items()} for b, vals in pcrs.items()
-        }
-        outcome = ctx.verifier.evaluate(facts, CheckedEvidence(values, host.last_eventlog, log))
-    except (HostsealError, ValueError) as err:
-        evidence.policy_error = getattr(err, "message", str(err))
-        return evidence
-    evidence.findings = outcome.findings
-    _place(evidence, log)
+        _paginate(evidence, log, bank, notes, page)
     return evidence
 
 
-def _place(evidence: HostEvidence, log: EventLog | None) -> None:
-    by_index = {e.index: e for e in evidence.events}
-    for finding in evidence.findings:
+def _place(findings: list[dict[str, Any]], log: EventLog | None) -> dict[int, list[Note]]:
+    """The notes of each event (by index): the findings pinned to it, and "which differs" on
+    the events of a PCR whose value differs."""
+    notes: dict[int, list[Note]] = {}
+    if log is None:
+        return notes
+    known = {e.index for e in log.events}
+    for finding in findings:
         message = str(finding.get("message") or finding.get("text") or "")
         severity = "warning" if finding.get("severity") == "warning" else "failure"
-        index = _event_of(finding, log) if log is not None else None
-        if index is not None and index in by_index:
-            by_index[index].notes.append(Note(severity, message))
+        index = _event_of(finding, log)
+        if index is not None and index in known:
+            notes.setdefault(index, []).append(Note(severity, message))
             continue
         pcr = finding.get("pcr")
         if finding.get("id") == "pcr_mismatch" and isinstance(pcr, int):
-            for event in evidence.events:
+            for event in log.events:
                 if event.pcr == pcr:
-                    event.notes.append(Note("context", f"measured into PCR {pcr}, which differs"))
+                    note = Note("context", f"measured into PCR {pcr}, which differs")
+                    notes.setdefault(event.index, []).append(note)
+    return notes
 
 
 @dataclass(frozen=True)

@@ -182,8 +182,9 @@ def host_row(session: Session, host: Host, active_alarms: int) -> HostRow:
         )
     elif host.status == "pending-approval":
         message = message or "Its EK has no trusted certificate chain: an operator approves it"
-    elif host.status == "not-reporting":
-        message = message or "The host's agent stopped reporting"
+    elif host.status == "not-reporting":  # its last verdict's message is no longer current
+        since = host.last_attested_at or host.enrolled_at
+        message = f"No attestation since {since:%Y-%m-%d %H:%M} UTC: the host stopped reporting"
     return HostRow(
         name=host.name,
         status=host.status,
@@ -211,7 +212,7 @@ def host_rows(session: Session) -> list[HostRow]:
             .group_by(Alarm.host_id)
         ).all()
     )
-    hosts = session.scalars(select(Host).order_by(Host.name))
+    hosts = session.scalars(select(Host).where(Host.removed_at.is_(None)).order_by(Host.name))
     return [host_row(session, h, int(counts.get(h.id, 0))) for h in hosts]
 
 

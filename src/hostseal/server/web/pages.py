@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from hostseal.server import alarms, audit, enrol, escrow, policies
+from hostseal.server import alarms, audit, enrol, escrow, policies, views
 from hostseal.server.context import ServerContext
 from hostseal.server.models import EscrowedKey, Host, Verdict
 from hostseal.server.tokens import require_role
@@ -81,7 +81,7 @@ def _fleet_chart(request: Request, session: Session, now: datetime) -> chart.Fle
     """The fleet chart, computed again when a verdict arrives or every ``CHART_TTL`` s."""
     key = (
         session.scalar(select(func.max(Verdict.id))),
-        session.scalar(select(func.count(Host.id))),
+        session.scalar(select(func.count(Host.id)).where(Host.removed_at.is_(None))),
     )
     cached = getattr(request.app.state, "web_chart", None)
     if cached is not None and cached[0] == key and time.monotonic() - cached[1] < CHART_TTL:
@@ -91,10 +91,13 @@ def _fleet_chart(request: Request, session: Session, now: datetime) -> chart.Fle
     before = select(func.max(Verdict.id)).where(Verdict.at < since).group_by(Verdict.host_id)
     rows = session.execute(
         select(Verdict.host_id, Verdict.at, Verdict.status)
-        .where(or_(Verdict.at >= since, Verdict.id.in_(before)))
+        .join(Host, Host.id == Verdict.host_id)
+        .where(Host.removed_at.is_(None), or_(Verdict.at >= since, Verdict.id.in_(before)))
         .order_by(Verdict.at, Verdict.id)
     ).all()
-    hosts = session.execute(select(Host.id, Host.enrolled_at)).all()
+    hosts = session.execute(
+        select(Host.id, Host.enrolled_at).where(Host.removed_at.is_(None))
+    ).all()
     drawn = chart.fleet_chart(
         [(r[0], r[1], r[2]) for r in rows], [(h[0], h[1]) for h in hosts], now
     )
@@ -181,13 +184,19 @@ def _host_regions(request: Request, who: User, name: str) -> tuple[dict[str, str
                 verdict_states=facts.VERDICTS,
                 **common,
             ),
-            "evidence": fragment(
-                "_host_evidence.html", ev=evidence.host_evidence(ctx, session, host), **common
-            ),
             "alarms": fragment(
                 "_host_alarms.html", alarms=host_alarms, titles=alarms.TITLES, **common
             ),
         }
+        # the evidence (a page of the decoded log) only when the browser's copy is not current
+        asked = request.query_params.get("events")
+        events_page = evidence.page_of(asked)
+        evidence_version = evidence.version(session, host, events_page)
+        if _known(request).get("evidence") != evidence_version:
+            shown = evidence.host_evidence(ctx, session, host, events_page)
+            regions["evidence"] = fragment(
+                "_host_evidence.html", ev=shown, events_asked=asked is not None, **common
+            )
         facts_of_host = {
             "ek_fingerprint": host.ek_fingerprint,
             "ek_certificate": host.ek_certificate is not None,
@@ -200,8 +209,23 @@ def _host_regions(request: Request, who: User, name: str) -> tuple[dict[str, str
             "status": host.status,
             "policy": host.policy_name,
             "tpm": row.tpm,
+            "tpm_change_requests": views.tpm_change_requests(session, host),
+            "versions": {"evidence": evidence_version},
         }
     return regions, facts_of_host
+
+
+def _known(request: Request) -> dict[str, str]:
+    """The versions of the regions the browser shows (``?known=evidence:abc1,...``); live
+    updates only: a page always has every region."""
+    found: dict[str, str] = {}
+    if not request.url.path.startswith("/ui/live/"):
+        return found
+    for item in request.query_params.get("known", "")[:500].split(","):
+        region, _, seen = item.partition(":")
+        if region and seen:
+            found[region] = seen
+    return found
 
 
 @router.get("/ui/hosts/{name}", response_class=HTMLResponse)
@@ -226,8 +250,8 @@ def host_page(request: Request, name: str, who: LoggedIn) -> HTMLResponse:
 @router.get("/ui/live/hosts/{name}")
 def host_live(request: Request, name: str, who: LoggedIn) -> JSONResponse:
     _viewer(who)
-    regions, _ = _host_regions(request, who, name)
-    return JSONResponse({"regions": regions})
+    regions, host_facts = _host_regions(request, who, name)
+    return JSONResponse({"regions": regions, "versions": host_facts["versions"]})
 
 
 # --- alarms, policies, vTPMs ----------------------------------------------------------------
@@ -265,7 +289,10 @@ def policies_page(request: Request, who: LoggedIn) -> HTMLResponse:
 @router.get("/ui/policies/{name}", response_class=HTMLResponse)
 def policy_page(request: Request, name: str, who: LoggedIn) -> HTMLResponse:
     _viewer(who)
-    found = policies.get_policy(ctx_of(request), name)
+    ctx = ctx_of(request)
+    found = policies.get_policy(ctx, name)
+    with ctx.sessions() as session:
+        changes = policies.history(session, name)
     return page(
         request,
         "policy.html",
@@ -273,6 +300,7 @@ def policy_page(request: Request, name: str, who: LoggedIn) -> HTMLResponse:
         session=who.session,
         policy=found,
         meanings=evidence.PCR_MEANINGS,
+        history=changes,
     )
 
 
@@ -289,7 +317,9 @@ def vtpms_page(request: Request, who: LoggedIn) -> HTMLResponse:
 def escrow_page(request: Request, who: LoggedIn) -> HTMLResponse:
     require_role(who.principal, "admin", ADMIN)
     with ctx_of(request).sessions() as session:
-        hosts = list(session.scalars(select(Host).order_by(Host.name)))
+        hosts = list(
+            session.scalars(select(Host).where(Host.removed_at.is_(None)).order_by(Host.name))
+        )
         states = [(h.name, escrow.state_of(session, h)) for h in hosts]
         known = {h.name for h in hosts}
         removed = sorted(set(session.scalars(select(EscrowedKey.host_name))) - known)

@@ -20,6 +20,7 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from pydantic import ValidationError
 
 from hostseal.errors import HostsealError
 from hostseal.server.tokens import Principal
@@ -138,6 +139,19 @@ def error_page(request: Request, err: HostsealError) -> HTMLResponse:
     )
 
 
+def _form_refused(err: ValidationError) -> HostsealError:
+    from hostseal.server.errors import Unprocessable
+
+    problems = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors()
+    ]
+    return Unprocessable(
+        "The form was refused: " + "; ".join(problems[:5]) + ".",
+        "Correct the field (names: letters, digits, '.', '-', '_'; texts: at most 1000 "
+        "characters) and send the form again.",
+    )
+
+
 def _login_redirect(request: Request) -> Response:
     if "application/json" in request.headers.get("accept", ""):  # the live-refresh script
         return JSONResponse(
@@ -163,6 +177,8 @@ class WebRoute(APIRoute):
                 response = _login_redirect(request)
             except HostsealError as err:
                 response = error_page(request, err)
+            except ValidationError as err:  # a form field past its bound (api.schemas)
+                response = error_page(request, _form_refused(err))
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response

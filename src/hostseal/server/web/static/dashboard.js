@@ -76,6 +76,20 @@
     }
   }
 
+  // The page's query, plus the versions of the regions that carry one: the server leaves out
+  // those that have not changed (a host's decoded event log is not sent again every 3 s).
+  function query() {
+    var search = window.location.search;
+    var known = [];
+    document.querySelectorAll("[data-live-region][data-live-version]").forEach(function (el) {
+      known.push(el.getAttribute("data-live-region") + ":" + el.getAttribute("data-live-version"));
+    });
+    if (!known.length) {
+      return search;
+    }
+    return search + (search ? "&" : "?") + "known=" + encodeURIComponent(known.join(","));
+  }
+
   function schedule() {
     clearTimeout(timer);
     timer = setTimeout(poll, every);
@@ -86,7 +100,7 @@
       schedule();
       return;
     }
-    fetch(url + window.location.search, {
+    fetch(url + query(), {
       headers: { Accept: "application/json" },
       credentials: "same-origin",
       cache: "no-store",
@@ -107,6 +121,9 @@
           var region = document.querySelector('[data-live-region="' + name + '"]');
           if (region && !typing(region)) {
             replace(region, data.regions[name]);
+            if (data.versions && data.versions[name]) {
+              region.setAttribute("data-live-version", data.versions[name]);
+            }
           }
         });
         announce(before, statuses());
