@@ -17,7 +17,7 @@ from hostseal.server.serverkey import load_or_create
 from hostseal.server.settings import ServerSettings
 
 from ._softtpm import SoftTpm
-from .conftest import Server, make_server
+from .conftest import Server, b64, make_server
 
 
 def kcv(key: RecoveryKey) -> str:
@@ -336,3 +336,38 @@ def test_only_reported_recovery_ids_are_escrowed(server: Server, tpm: SoftTpm, a
     assert escrow(server, agent, reported) == 1
     [exported] = _export(server)
     assert [k["recovery_id"] for k in exported["keys"]] == [reported.formatted_id]
+
+
+def test_keys_reported_with_a_quote_that_does_not_verify_are_not_escrowed(
+    server: Server, tpm: SoftTpm, agent: str
+) -> None:
+    """What a host reports about its configuration is kept only with evidence whose quote
+    verifies: otherwise anyone with the agent token could make the server accept keys."""
+    genuine, planted = RecoveryKey.generate(), RecoveryKey.generate()
+    server.attest(agent, tpm, secure_config=tpm_mode(genuine))
+
+    challenge = server.challenge(agent)
+    nonce = challenge["nonce"]
+    attest, signature, values = tpm.quote(bytes.fromhex(nonce), challenge["pcrs"])
+    broken = bytearray(signature)
+    broken[-1] ^= 0x01
+    body = {
+        "nonce": nonce,
+        "challenge": challenge["challenge"],
+        "quote": b64(attest),
+        "signature": b64(bytes(broken)),
+        "pcrs": {b: {str(i): v.hex() for i, v in vs.items()} for b, vs in values.items()},
+        "eventlog": b64(tpm.eventlog),
+        "secure_config": tpm_mode(planted),
+    }
+    refused = server.api.post("/v1/attest/evidence", token=agent, json=body)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] == "QuoteSignatureInvalid"
+
+    response = _escrow_raw(server, agent, planted)
+    assert response.status_code == 422
+    assert response.json()["message"] == (
+        f"Recovery ID {planted.formatted_id} (key 1) is not among the recovery keys host "
+        "'host1' reported with its last attestation; nothing was stored."
+    )
+    assert escrow(server, agent, genuine) == 1

@@ -103,3 +103,15 @@ def test_agent_tokens_cannot_be_revoked_here(server: Server, agent: str) -> None
     )
     assert response.status_code == 404
     assert server.api.post("/v1/attest/challenge", token=agent, json={}).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["alice\n", "a b", "", "../x", "a" * 101, "al\x00ice", "-x"])
+def test_a_token_name_must_match_in_full_wherever_it_is_made(server: Server, name: str) -> None:
+    """The local command (``hostseal server token create``) and the API share one rule."""
+    from hostseal.server.errors import Unprocessable
+    from hostseal.server.tokens import create_token
+
+    with server.ctx.sessions.begin() as session, pytest.raises(Unprocessable) as err:
+        create_token(session, name=name, role="viewer", now=server.clock.now())
+    assert err.value.message == f"{name[:100]!r} is not a token name."
+    assert "letters, digits" in err.value.remedy

@@ -51,7 +51,6 @@ def test_unattested_host_cannot_start_a_vtpm(dirs: VtpmDirs, providers: Provider
     ("status", "remedy"),
     [
         ("not-reporting", "Start the agent"),
-        ("tpm-changed", "hostseal host reconnect NAME"),
         ("pending-approval", "hostseal host approve NAME"),
         ("warning", "Resolve the warning"),
     ],

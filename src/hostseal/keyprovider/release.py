@@ -148,8 +148,6 @@ _REMEDIES = {
     "not-reporting": "Start the agent (systemctl start hostseal-agent) so that the host is "
     "attested, then try again.",
     "enrolled": "Let the agent attest once (hostseal agent run --once), then try again.",
-    "tpm-changed": "The host's TPM changed: an operator must accept it (hostseal host "
-    "reconnect NAME), then the agent enrols and attests again.",
     "pending-approval": "An operator must approve the host's TPM (hostseal host approve NAME).",
 }
 

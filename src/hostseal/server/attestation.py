@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from hostseal.errors import HostsealError
 from hostseal.server import alarms, challenges, escrow, refusals
 from hostseal.server.context import ServerContext
-from hostseal.server.enrol import PENDING, TPM_CHANGED
+from hostseal.server.enrol import PENDING
 from hostseal.server.errors import (
     EventLogTooLarge,
     EventLogUnknown,
@@ -206,13 +206,6 @@ def _may_attest(host: AgentHost) -> None:
         raise HostNotTrusted(
             f"Host {host.name!r} waits for approval: its EK has no trusted certificate chain.",
             f"An operator approves it: hostseal host approve {host.name} --reason ...",
-        )
-    if host.status == TPM_CHANGED:
-        raise HostNotTrusted(
-            f"Host {host.name!r} presented a different TPM (EK {host.new_ek_fingerprint}) and "
-            "is reported as TPM changed.",
-            f"An operator runs 'hostseal host reconnect {host.name} --reason ...', then the "
-            "agent enrols again.",
         )
 
 
@@ -464,8 +457,11 @@ def _verdict_write(
         if evidence.eventlog is not None and appraised.eventlog_sha256 != host.last_eventlog_sha256:
             new_log = (evidence.eventlog, appraised.eventlog_sha256)
             changes["last_eventlog_sha256"] = appraised.eventlog_sha256
+    # what the host says about its configuration is kept only with a quote that verified
     config_changed = (
-        evidence.secure_config is not None and evidence.secure_config != host.secure_config
+        appraised is not None
+        and evidence.secure_config is not None
+        and evidence.secure_config != host.secure_config
     )
     if config_changed:
         changes["secure_config"] = evidence.secure_config

@@ -50,7 +50,7 @@ from hostseal.server.tokens import SYSTEM, Principal, issue_agent_token
 from hostseal.server.verify import ek_fingerprint
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")  # fullmatch: no trailing newline
-ENROLLED, PENDING, TPM_CHANGED = "enrolled", "pending-approval", "tpm-changed"
+ENROLLED, PENDING = "enrolled", "pending-approval"
 REMOVED = "removed"  # shown for a tombstone; never stored in hosts.status
 # open TPM change requests kept per host name; more are refused (429) until an operator decides
 MAX_OPEN_REQUESTS = 5

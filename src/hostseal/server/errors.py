@@ -74,7 +74,7 @@ class EnrolmentExpired(Conflict):
 
 
 class HostNotTrusted(Forbidden):
-    """The host's agent may not attest yet (pending approval, TPM changed)."""
+    """The host's agent may not attest yet (pending approval)."""
 
 
 class NonceUnknown(Conflict):

@@ -6,7 +6,7 @@ it has an escrowed key with the same KCV; until then a TPM-mode host has the
 ``tpm-recovery-key-backup`` alarm. Escrowed keys are kept when a host is removed (its disks may
 still need them) and when a key is rotated (an old configuration backup still opens with it).
 
-Only an approved host escrows (not pending approval, TPM changed or removed), and only the keys
+Only an approved host escrows (not pending approval, not removed), and only the keys
 its last evidence reported: each key's recovery ID and key check value must be among the host's
 ``recovery_key_checks``. Anything else is refused whole (:class:`EscrowRefused`), so an agent
 cannot fill the database or ``escrow export`` with keys of its own making.

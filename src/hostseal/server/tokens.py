@@ -7,6 +7,7 @@ are separate: issued by enrolment, bound to one host, accepted only by the agent
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ USER_ROLES = ("viewer", "operator", "admin")
 AGENT = "agent"
 METRICS = "metrics"  # reads /metrics and nothing else (for Prometheus)
 TOKEN_ROLES = (*USER_ROLES, METRICS)  # the roles ``token create`` issues
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")
 _RANK = {role: rank for rank, role in enumerate(USER_ROLES)}
 PREFIX = "hst_"
 
@@ -50,8 +52,12 @@ def create_token(session: Session, *, name: str, role: str, now: datetime) -> st
     """A new user token; the plaintext is returned once and never stored."""
     if role not in TOKEN_ROLES:
         raise Unprocessable(f"{role!r} is not a role.", f"Use one of: {', '.join(TOKEN_ROLES)}.")
-    if not name.strip():
-        raise Unprocessable("A token needs a name.", "Name it after its holder: --name alice.")
+    if not _TOKEN_NAME.fullmatch(name):
+        raise Unprocessable(
+            f"{name[:100]!r} is not a token name.",
+            "Name it after its holder (letters, digits, '_', '.', '@', '+', '-'; at most 100 "
+            "characters, starting with a letter or digit): --name alice.",
+        )
     taken = session.scalar(
         select(Token).where(Token.name == name, Token.revoked_at.is_(None), Token.role != AGENT)
     )

@@ -124,7 +124,6 @@ def metrics(session: Session) -> str:
         "failed",
         "warning",
         "not-reporting",
-        "tpm-changed",
         "pending-approval",
         "enrolled",
     ):

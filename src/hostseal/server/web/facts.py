@@ -32,7 +32,6 @@ class Status:
 
 STATUSES = {
     "failed": Status("Failed", "bad", "✗", 0),
-    "tpm-changed": Status("TPM changed", "bad", "✗", 1),
     "warning": Status("Warning", "warn", "!", 2),
     "not-reporting": Status("Not reporting", "warn", "?", 3),
     "pending-approval": Status("Pending approval", "info", "…", 4),
@@ -175,12 +174,7 @@ def host_row(session: Session, host: Host, active_alarms: int) -> HostRow:
     state = escrow.state_of(session, host)
     mode = str(config.get("mode", "—")).upper() if config else "—"
     message = messages[0] if messages else ""
-    if host.status == "tpm-changed":
-        message = message or (
-            f"The host presented a different TPM (EK {str(host.new_ek_fingerprint)[:16]}…): "
-            "reconnect it if the TPM or system board was replaced"
-        )
-    elif host.status == "pending-approval":
+    if host.status == "pending-approval":
         message = message or "Its EK has no trusted certificate chain: an operator approves it"
     elif host.status == "not-reporting":  # its last verdict's message is no longer current
         since = host.last_attested_at or host.enrolled_at
