@@ -1,7 +1,7 @@
 """CPU per evidence request with N enrolled AKs: a good quote, a quote signed by a key of no host,
 and a quote from another enrolled host (issue 12 item 6: "which host signed this?").
 
-In process (the route's work, :func:`hostseal.server.api.agent.evidence_for`, on SQLite in a
+In process (the route's work, :func:`hostseal.server.http.api.agent.evidence_for`, on SQLite in a
 temporary directory; no HTTP, so only the server's own work is counted): N hosts are enrolled
 with their own ECDSA P-256 AKs (rows written directly), host1 and host2 enrol and attest with
 software TPMs (``tests/server/_softtpm.py``), then each kind of request is timed with
@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, os.environ.get("HOSTSEAL_BENCH_SRC") or str(REPO / "src"))
 
-from hostseal.server.api.agent import challenge_for, evidence_for  # noqa: E402
-from hostseal.server.api.schemas import EvidenceIn  # noqa: E402
 from hostseal.server.clock import FixedClock  # noqa: E402
+from hostseal.server.http.api.agent import challenge_for, evidence_for  # noqa: E402
+from hostseal.server.http.api.schemas import EvidenceIn  # noqa: E402
 from hostseal.server.settings import ServerSettings  # noqa: E402
 from server._many import CountingVerifier, add_hosts  # noqa: E402
 from server._softtpm import SoftTpm  # noqa: E402

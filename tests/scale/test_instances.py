@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from _service import hostseal
-from hostseal.server.models import Host, Verdict
+from hostseal.server.storage.models import Host, Verdict
 from scale.fleet import Fleet, make_hosts, open_loop
 from scale.service import Service, prepare
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert
 
 from hostseal.server.context import ServerContext
-from hostseal.server.models import Host
+from hostseal.server.storage.models import Host
 from hostseal.server.verify import AttestVerifier
 
 from ._softtpm import SHA256, ak_tpmt_public, b2

@@ -26,7 +26,7 @@ import pytest
 from hostseal.server import create_app
 from hostseal.server.clock import FixedClock
 from hostseal.server.context import ServerContext
-from hostseal.server.fastpath import FastPath
+from hostseal.server.http.fastpath import FastPath
 from hostseal.server.settings import ServerSettings
 from hostseal.server.tokens import create_token
 
@@ -217,7 +217,7 @@ def _databases() -> tuple[str, ...]:
 @pytest.fixture(scope="session")
 def pg_template(postgres: Any) -> str:
     """A database migrated once; each test's database is a copy of it (fast)."""
-    from hostseal.server import db
+    from hostseal.server.storage import engine as db
 
     name = "hostseal_template"
     engine = db.make_engine(postgres.create_database(name), pool_size=1)

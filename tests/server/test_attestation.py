@@ -6,8 +6,8 @@ import base64
 from datetime import timedelta
 
 from hostseal.lab import BootConfig
-from hostseal.server.app import run_housekeeping
 from hostseal.server.clock import FixedClock
+from hostseal.server.http.app import run_housekeeping
 from hostseal.server.reporting import mark_stale
 
 from ._softtpm import SoftTpm
@@ -229,7 +229,7 @@ def test_housekeeping_uses_the_settings_and_skips_hosts_waiting_for_an_operator(
 def test_housekeeping_prunes_old_enrolments(server: Server, clock: FixedClock, agent: str) -> None:
     from sqlalchemy import func, select
 
-    from hostseal.server.models import Enrolment
+    from hostseal.server.storage.models import Enrolment
 
     server.enrol_start("later", SoftTpm())
 

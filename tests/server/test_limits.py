@@ -28,8 +28,8 @@ from sqlalchemy import select as sql_select
 
 from _service import Live, live_service
 from hostseal.server.clock import FixedClock
-from hostseal.server.models import Enrolment
 from hostseal.server.settings import ServerSettings
+from hostseal.server.storage.models import Enrolment
 
 from ._softtpm import SoftTpm
 from .conftest import Server, make_server

@@ -10,8 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from hostseal.server import db
-from hostseal.server.models import Base
+from hostseal.server.storage import engine as db
+from hostseal.server.storage.models import Base
 
 TABLES = {
     "hosts",

@@ -12,8 +12,8 @@ import pytest
 
 from hostseal.keyprovider import AttestationGate, HttpVerdictSource, KeyReleaseRefused
 from hostseal.server import scheduler
+from hostseal.server.http.web import facts
 from hostseal.server.settings import ServerSettings
-from hostseal.server.web import facts
 
 from ._softtpm import SoftTpm
 from .conftest import Server

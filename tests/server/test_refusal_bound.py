@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from hostseal.server.app import run_housekeeping
+from hostseal.server.http.app import run_housekeeping
 
 from ._softtpm import SoftTpm
 from .conftest import Server

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from hostseal.server.http.tls import TlsSetupFailed, ensure_tls
 from hostseal.server.settings import ServerSettings, ServerSettingsInvalid
-from hostseal.server.tls import TlsSetupFailed, ensure_tls
 
 
 def test_defaults_and_environment() -> None:

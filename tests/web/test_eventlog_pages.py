@@ -9,7 +9,7 @@ import re
 import pytest
 
 from hostseal import lab
-from hostseal.server.web.evidence import EVENTS_PER_PAGE
+from hostseal.server.http.web.evidence import EVENTS_PER_PAGE
 
 from .conftest import WebFleet, login, screenshot
 

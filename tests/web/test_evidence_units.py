@@ -7,8 +7,8 @@ import pytest
 
 from hostseal.lab.firmware import BootConfig, measure_boot
 from hostseal.measure import parse_event_log
-from hostseal.server.web import evidence
-from hostseal.server.web.evidence import EVENTS_PER_PAGE, FLAGGED_SHOWN, HostEvidence, Note
+from hostseal.server.http.web import evidence
+from hostseal.server.http.web.evidence import EVENTS_PER_PAGE, FLAGGED_SHOWN, HostEvidence, Note
 
 
 def _empty() -> HostEvidence:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 
+from hostseal.server.http.web import chart, facts
+from hostseal.server.http.web.session import LIFETIME, Sessions, WebSession, local_path
 from hostseal.server.serverkey import ServerKey
-from hostseal.server.web import chart, facts
-from hostseal.server.web.session import LIFETIME, Sessions, WebSession, local_path
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hostseal.server.app import create_app
+    from hostseal.server.http.app import create_app
     from hostseal.server.settings import ServerSettings
 
 __all__ = ["ServerSettings", "create_app"]
@@ -18,7 +18,7 @@ __all__ = ["ServerSettings", "create_app"]
 def __getattr__(name: str) -> Any:
     # lazily, so that hostseal.server.client does not import FastAPI and SQLAlchemy
     if name == "create_app":
-        from hostseal.server.app import create_app
+        from hostseal.server.http.app import create_app
 
         return create_app
     if name == "ServerSettings":

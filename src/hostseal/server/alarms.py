@@ -2,7 +2,7 @@
 
 States: ``raised`` -> ``acknowledged`` (an operator saw it) -> ``cleared``. A cleared alarm is
 history; the next time its condition arises a new alarm is raised. Every change is an
-:class:`~hostseal.server.models.AlarmEvent` with who and a comment.
+:class:`~hostseal.server.storage.models.AlarmEvent` with who and a comment.
 
 Kinds (as vSphere names them):
 
@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostseal.server.errors import AlarmConditionHolds, Conflict, NotFound
-from hostseal.server.models import Alarm, AlarmEvent, Host
+from hostseal.server.storage.models import Alarm, AlarmEvent, Host
 from hostseal.server.tokens import SYSTEM, Principal
 
 ATTESTATION = "host-tpm-attestation"

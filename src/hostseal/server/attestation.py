@@ -49,8 +49,16 @@ from hostseal.server.errors import (
     NotFound,
     Unprocessable,
 )
-from hostseal.server.models import Base, Enrolment, Host, HostEventLog, Policy, Token, Verdict
 from hostseal.server.reporting import NOT_REPORTING
+from hostseal.server.storage.models import (
+    Base,
+    Enrolment,
+    Host,
+    HostEventLog,
+    Policy,
+    Token,
+    Verdict,
+)
 from hostseal.server.tokens import AGENT, Principal, authenticate, require_agent, token_hash
 from hostseal.server.verify import DEFAULT_BANK, DEFAULT_PCRS, Appraised, Outcome, PolicyFacts
 
@@ -440,7 +448,7 @@ def _verdict_write(
     now: datetime,
 ) -> Callable[[Session], None]:
     """The write of the verdict and the host's new state (one transaction, with others in a
-    batch: :mod:`hostseal.server.writer`); alarms only when the status changes."""
+    batch: :mod:`hostseal.server.storage.writer`); alarms only when the status changes."""
     new_log: tuple[bytes, str | None] | None = None
     changes: dict[str, Any] = {
         "status": outcome.status.lower(),

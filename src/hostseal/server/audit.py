@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostseal.server.errors import ReasonRequired
-from hostseal.server.models import AuditEvent
+from hostseal.server.storage.models import AuditEvent
 from hostseal.server.tokens import Principal
 
 

@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from hostseal.server import datadir, db
+from hostseal.server import datadir
 from hostseal.server.clock import Clock, SystemClock
 from hostseal.server.refusals import Refusals
 from hostseal.server.serverkey import ServerKey, load_or_create
 from hostseal.server.settings import ServerSettings
 from hostseal.server.signers import SignerIndex
+from hostseal.server.storage import engine as db
+from hostseal.server.storage.writer import BatchWriter
 from hostseal.server.verify import AttestVerifier, PolicyFacts, Verifier
-from hostseal.server.writer import BatchWriter
 
 
 @dataclass
@@ -35,7 +36,7 @@ class ServerContext:
     @functools.cached_property
     def writer(self) -> BatchWriter:
         """The attestation path's writes, grouped into one commit per batch
-        (:mod:`hostseal.server.writer`)."""
+        (:mod:`hostseal.server.storage.writer`)."""
         return BatchWriter(self.sessions)
 
     @property

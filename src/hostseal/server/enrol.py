@@ -45,7 +45,7 @@ from hostseal.server.errors import (
     TpmChangeRequested,
     Unprocessable,
 )
-from hostseal.server.models import Enrolment, Host, Token, TpmChangeRequest, Verdict
+from hostseal.server.storage.models import Enrolment, Host, Token, TpmChangeRequest, Verdict
 from hostseal.server.tokens import SYSTEM, Principal, issue_agent_token
 from hostseal.server.verify import ek_fingerprint
 

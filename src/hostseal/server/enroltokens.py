@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from hostseal.server import audit
 from hostseal.server.context import ServerContext
 from hostseal.server.errors import Unauthenticated, Unprocessable
-from hostseal.server.models import EnrolmentToken, Host
+from hostseal.server.storage.models import EnrolmentToken, Host
 from hostseal.server.tokens import Principal
 
 PREFIX = "hse_"

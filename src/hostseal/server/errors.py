@@ -14,7 +14,7 @@ class ServerError(HostsealError):
 class Unauthenticated(ServerError):
     """No token, or a token the service does not know (or revoked). ``reason`` (no-token,
     malformed-header, unknown-token, revoked-token, host-removed) is counted in ``/metrics``
-    and logged with the route and address, never the token (:mod:`hostseal.server.guard`)."""
+    and logged with the route and address, never the token (:mod:`hostseal.server.http.guard`)."""
 
     http_status = 401
 

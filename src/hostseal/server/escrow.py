@@ -31,8 +31,8 @@ from hostseal.secureconfig.recoverykey import (
 )
 from hostseal.server import alarms
 from hostseal.server.errors import NotFound, Unprocessable
-from hostseal.server.models import EscrowedKey, Host
 from hostseal.server.serverkey import Sealed, ServerKey
+from hostseal.server.storage.models import EscrowedKey, Host
 
 
 class EscrowRefused(Unprocessable):

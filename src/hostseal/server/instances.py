@@ -19,46 +19,18 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, Text, delete, or_, select, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
 
 from hostseal import __version__
-from hostseal.server.models import Base
+from hostseal.server.storage import engine as db
+from hostseal.server.storage.models import Instance, ScheduledJob
 
 DEAD_AFTER_BEATS = 3
 FORGET_AFTER = timedelta(days=1)
-
-
-class Instance(Base):
-    """A ``hostseal server`` process that uses this database."""
-
-    __tablename__ = "instances"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
-    hostname: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int] = mapped_column(Integer)
-    version: Mapped[str] = mapped_column(String(32))
-    server_key_id: Mapped[str] = mapped_column(String(16))
-    heartbeat_seconds: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime]
-    heartbeat_at: Mapped[datetime] = mapped_column(index=True)
-    stopped_at: Mapped[datetime | None]
-
-
-class ScheduledJob(Base):
-    """A periodic job, run by whichever instance claims it when it is due."""
-
-    __tablename__ = "scheduled_jobs"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    next_run_at: Mapped[datetime]
-    last_run_at: Mapped[datetime | None]
-    last_instance: Mapped[str | None] = mapped_column(String(255))
-    last_result: Mapped[str] = mapped_column(Text, default="")
 
 
 @dataclass(frozen=True)
@@ -216,10 +188,6 @@ def metrics(session: Session, now: datetime) -> str:
 def read_database(url: str) -> dict[str, Any]:
     """Instances and jobs as ``GET /v1/instances`` shows them, read from the database at
     ``url`` directly (``hostseal server instances``); the database is migrated first."""
-    from datetime import UTC
-
-    from hostseal.server import db
-
     engine = db.make_engine(url, pool_size=1)
     try:
         db.migrate(engine)

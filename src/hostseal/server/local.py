@@ -9,8 +9,8 @@ from typing import Any
 
 from hostseal.server import audit, datadir, tokens
 from hostseal.server.context import ServerContext
+from hostseal.server.http.tls import TlsFiles, ensure_tls
 from hostseal.server.settings import ServerSettings
-from hostseal.server.tls import TlsFiles, ensure_tls
 
 
 def _local_principal() -> tokens.Principal:
@@ -81,8 +81,8 @@ def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
     """Run the service over TLS until interrupted."""
     import uvicorn
 
-    from hostseal.server.app import create_app
-    from hostseal.server.fastpath import FastPath
+    from hostseal.server.http.app import create_app
+    from hostseal.server.http.fastpath import FastPath
 
     datadir.prepare(settings.data_dir)
     tls: TlsFiles = ensure_tls(settings)

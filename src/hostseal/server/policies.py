@@ -17,7 +17,7 @@ from hostseal.server import audit
 from hostseal.server.context import ServerContext
 from hostseal.server.enrol import check_name, get_host
 from hostseal.server.errors import Conflict, NotFound, PolicyRefused
-from hostseal.server.models import Host, Policy
+from hostseal.server.storage.models import Host, Policy
 from hostseal.server.tokens import Principal
 from hostseal.server.verify import PolicyFacts
 

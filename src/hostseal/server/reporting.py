@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from hostseal.server import alarms, audit
 from hostseal.server.enrol import ENROLLED
-from hostseal.server.models import Alarm, Host
 from hostseal.server.settings import ServerSettings
+from hostseal.server.storage.models import Alarm, Host
 from hostseal.server.tokens import SYSTEM
 
 NOT_REPORTING = "not-reporting"

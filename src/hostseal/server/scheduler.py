@@ -32,8 +32,9 @@ from sqlalchemy.orm import Session
 
 from hostseal.server import attestation, instances, refusals, reporting
 from hostseal.server.context import ServerContext
-from hostseal.server.instances import Me, ScheduledJob
+from hostseal.server.instances import Me
 from hostseal.server.settings import ServerSettings
+from hostseal.server.storage.models import ScheduledJob
 
 log = logging.getLogger("hostseal.server")
 

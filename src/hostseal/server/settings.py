@@ -35,7 +35,7 @@ and overrides fields from its flags.
   UEFI logs are 20-100 KiB (the largest of the test corpus is 72 KiB).
 - ``enrolment_lifetime`` -- ``HOSTSEAL_SERVER_ENROL_LIFETIME`` (seconds); default 300.
 - ``tls_cert`` / ``tls_key`` / ``tls_ca`` -- ``HOSTSEAL_SERVER_TLS_CERT`` / ``_KEY`` / ``_CA``;
-  default: generated under ``<data_dir>/tls`` (:mod:`hostseal.server.tls`).
+  default: generated under ``<data_dir>/tls`` (:mod:`hostseal.server.http.tls`).
 - ``tls_names`` -- ``HOSTSEAL_SERVER_TLS_NAMES``: extra names for the server certificate,
   comma-separated.
 - ``max_body`` -- ``HOSTSEAL_SERVER_MAX_BODY`` (bytes); default 1048576 (1 MiB): the largest

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostseal.server.errors import Conflict, Forbidden, NotFound, Unauthenticated, Unprocessable
-from hostseal.server.models import Host, Token
+from hostseal.server.storage.models import Host, Token
 
 USER_ROLES = ("viewer", "operator", "admin")
 AGENT = "agent"

@@ -8,7 +8,7 @@ from sqlalchemy import Executable, func, select
 from sqlalchemy.orm import Session
 
 from hostseal.server import alarms, escrow
-from hostseal.server.models import Alarm, Host, TpmChangeRequest, Verdict
+from hostseal.server.storage.models import Alarm, Host, TpmChangeRequest, Verdict
 
 HISTORY = 100
 

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from hostseal.errors import HostsealError
 from hostseal.measure import Event, EventLog, EventType, cmdline_of, decode_variable, describe
 from hostseal.server.context import ServerContext
-from hostseal.server.models import Host, Policy, Verdict
+from hostseal.server.http.web.facts import parsed_log
+from hostseal.server.storage.models import Host, Policy, Verdict
 from hostseal.server.verify import CheckedEvidence
-from hostseal.server.web.facts import parsed_log
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Alembic environment: the engine comes from :func:`hostseal.server.db.alembic_config`.
+"""Alembic environment: the engine comes from :func:`hostseal.server.storage.engine.alembic_config`.
 
 SQLite alters a table by copying it and dropping the old one (Alembic's batch mode). With foreign
 keys enforced, dropping ``hosts`` would delete, by cascade, every row that refers to a host
@@ -12,12 +12,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, Engine
 
-from hostseal.server.models import Base
+from hostseal.server.storage.models import Base
 
 config = context.config
 engine = config.attributes.get("engine")
 if not isinstance(engine, Engine):
-    raise RuntimeError("run the migrations with hostseal.server.db.migrate(engine)")
+    raise RuntimeError("run the migrations with hostseal.server.storage.engine.migrate(engine)")
 
 
 def _check_foreign_keys(connection: Connection) -> None:

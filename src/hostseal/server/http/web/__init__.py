@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from hostseal.server.web import actions, pages
-from hostseal.server.web.render import SECURITY_HEADERS, STATIC
-from hostseal.server.web.session import Sessions
+from hostseal.server.http.web import actions, pages
+from hostseal.server.http.web.render import SECURITY_HEADERS, STATIC
+from hostseal.server.http.web.session import Sessions
 
 
 class _Static(StaticFiles):

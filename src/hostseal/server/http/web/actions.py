@@ -16,16 +16,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hostseal.errors import HostsealError
 from hostseal.server import audit
-from hostseal.server.api import alarms as api_alarms
-from hostseal.server.api import escrow as api_escrow
-from hostseal.server.api import hosts as api_hosts
-from hostseal.server.api.deps import RowId
-from hostseal.server.api.schemas import AssignIn, CommentIn, ReasonIn
 from hostseal.server.errors import Unauthenticated
-from hostseal.server.guard import client_address
-from hostseal.server.tokens import AGENT, USER_ROLES, authenticate, require_role, token_hash
-from hostseal.server.web.render import WebRoute, page
-from hostseal.server.web.session import (
+from hostseal.server.http.api import alarms as api_alarms
+from hostseal.server.http.api import escrow as api_escrow
+from hostseal.server.http.api import hosts as api_hosts
+from hostseal.server.http.api.deps import RowId
+from hostseal.server.http.api.schemas import AssignIn, CommentIn, ReasonIn
+from hostseal.server.http.guard import client_address
+from hostseal.server.http.web.render import WebRoute, page
+from hostseal.server.http.web.session import (
     Posted,
     WebSession,
     check_csrf,
@@ -38,6 +37,7 @@ from hostseal.server.web.session import (
     set_cookie,
     visitor,
 )
+from hostseal.server.tokens import AGENT, USER_ROLES, authenticate, require_role, token_hash
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 Form = Annotated[Posted, Depends(posted)]

@@ -8,8 +8,10 @@ from fastapi import APIRouter, Depends, Request
 
 from hostseal.secureconfig.recoverykey import format_recovery_id, parse_recovery_id
 from hostseal.server import attestation, audit, enrol, escrow, reporting, views
-from hostseal.server.api.deps import Agent, Ctx, b64, b64e, bearer, context_of
-from hostseal.server.api.schemas import (
+from hostseal.server.context import ServerContext
+from hostseal.server.errors import EvidenceMalformed
+from hostseal.server.http.api.deps import Agent, Ctx, b64, b64e, bearer, context_of
+from hostseal.server.http.api.schemas import (
     ChallengeOut,
     EnrolFinish,
     EnrolFinished,
@@ -21,9 +23,7 @@ from hostseal.server.api.schemas import (
     SecureConfig,
     VerdictOut,
 )
-from hostseal.server.context import ServerContext
-from hostseal.server.errors import EvidenceMalformed
-from hostseal.server.models import Host
+from hostseal.server.storage.models import Host
 from hostseal.server.tokens import require_agent
 
 router = APIRouter(tags=["agent"])
@@ -71,7 +71,7 @@ def challenge(request: Request) -> ChallengeOut:
 def challenge_for(
     ctx: ServerContext, authorization: str | None, reader: Any = None
 ) -> ChallengeOut:
-    """The challenge route's work (also answered by :mod:`hostseal.server.fastpath`). The
+    """The challenge route's work (also answered by :mod:`hostseal.server.http.fastpath`). The
     attestation routes resolve their caller here, not with dependencies: each sync dependency
     costs a thread hop per request."""
     host = attestation.agent_host(ctx, authorization, reader)
@@ -130,7 +130,7 @@ def evidence(body: EvidenceIn, request: Request) -> VerdictOut:
 
 
 def evidence_for(ctx: ServerContext, authorization: str | None, body: EvidenceIn) -> VerdictOut:
-    """The evidence route's work (also answered by :mod:`hostseal.server.fastpath`)."""
+    """The evidence route's work (also answered by :mod:`hostseal.server.http.fastpath`)."""
     host = attestation.agent_host(ctx, authorization)
     outcome = attestation.submit_evidence(ctx, host, submitted(body))
     return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]

@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from hostseal.server import alarms, audit, enrol, escrow, policies, views
 from hostseal.server.context import ServerContext
-from hostseal.server.models import EscrowedKey, Host, Verdict
+from hostseal.server.http.web import chart, evidence, facts
+from hostseal.server.http.web.render import WebRoute, fragment, may, page
+from hostseal.server.http.web.session import User, ctx_of, user
+from hostseal.server.storage.models import EscrowedKey, Host, Verdict
 from hostseal.server.tokens import require_role
-from hostseal.server.web import chart, evidence, facts
-from hostseal.server.web.render import WebRoute, fragment, may, page
-from hostseal.server.web.session import User, ctx_of, user
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 LoggedIn = Annotated[User, Depends(user)]

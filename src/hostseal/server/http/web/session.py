@@ -31,8 +31,8 @@ from sqlalchemy import select
 from hostseal.errors import HostsealError
 from hostseal.server.context import ServerContext
 from hostseal.server.errors import Forbidden, ServerError
-from hostseal.server.models import Token
 from hostseal.server.serverkey import Sealed, ServerKey
+from hostseal.server.storage.models import Token
 from hostseal.server.tokens import USER_ROLES, Principal
 
 COOKIE = "__Host-hostseal-session"

@@ -2,7 +2,7 @@
 
 Every request field has a bound (docs/api.md, "Limits"): names follow the host-name rule (a full
 match), texts and binary values have a maximum length, lists and maps a maximum size. The whole
-body is bounded before it is parsed (:mod:`hostseal.server.guard`).
+body is bounded before it is parsed (:mod:`hostseal.server.http.guard`).
 """
 
 from __future__ import annotations

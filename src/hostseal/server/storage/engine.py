@@ -1,9 +1,9 @@
 """Engine, sessions and migrations.
 
 The schema is created and upgraded by the Alembic migrations shipped in
-:mod:`hostseal.server.migrations`, run programmatically at start (:func:`migrate`). SQLite runs
-in WAL mode with ``synchronous=FULL`` and foreign keys on: a committed transaction survives a
-crash or a power loss.
+:mod:`hostseal.server.storage.migrations`, run programmatically at start (:func:`migrate`).
+SQLite runs in WAL mode with ``synchronous=FULL`` and foreign keys on: a committed transaction
+survives a crash or a power loss.
 
 PostgreSQL (``postgresql+psycopg://``, psycopg 3) is for several instances on one database
 (docs/scale.md): connections are checked before use (``pool_pre_ping``), so a restarted database
@@ -20,7 +20,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from hostseal.errors import HostsealError
-from hostseal.server import instances as _instances  # noqa: F401  (its tables are in the schema)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x686F737473656131  # pg_advisory_lock key: "hostsea1"

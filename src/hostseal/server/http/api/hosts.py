@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from hostseal.server import enrol, enroltokens, policies, reporting, views
-from hostseal.server.api.deps import Admin, Ctx, NamePath, Operator, ReasonQuery, RowId, Viewer
-from hostseal.server.api.schemas import AssignIn, CaptureIn, EnrolmentTokenIn, ReasonIn
+from hostseal.server.http.api.deps import Admin, Ctx, NamePath, Operator, ReasonQuery, RowId, Viewer
+from hostseal.server.http.api.schemas import AssignIn, CaptureIn, EnrolmentTokenIn, ReasonIn
 
 router = APIRouter(tags=["hosts"])
 

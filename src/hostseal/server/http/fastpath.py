@@ -5,9 +5,9 @@ in front of the framework.
 Through FastAPI each request crosses about ten layers of middleware, routing and dependency
 solving before the route runs, which costs more than the route itself. :class:`FastPath` wraps
 the application: these two requests are read, validated with the same pydantic models, handed
-to the same functions as the routes (:func:`~hostseal.server.api.agent.challenge_for`,
-:func:`~hostseal.server.api.agent.evidence_for`) on a worker thread, and answered with the same
-bodies and errors (:func:`~hostseal.server.app.error_body`); every other request goes to the
+to the same functions as the routes (:func:`~hostseal.server.http.api.agent.challenge_for`,
+:func:`~hostseal.server.http.api.agent.evidence_for`) on a worker thread, and answered with the same
+bodies and errors (:func:`~hostseal.server.http.app.error_body`); every other request goes to the
 application unchanged. The routes stay in the application, so the OpenAPI document describes
 both, and a server without the wrapper answers identically.
 """
@@ -24,11 +24,11 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from hostseal.server import attestation
-from hostseal.server.api.agent import challenge_for, evidence_for, submitted
-from hostseal.server.api.schemas import EvidenceIn, VerdictOut
-from hostseal.server.app import error_body, invalid_body
 from hostseal.server.context import ServerContext
-from hostseal.server.guard import Limits, too_large
+from hostseal.server.http.api.agent import challenge_for, evidence_for, submitted
+from hostseal.server.http.api.schemas import EvidenceIn, VerdictOut
+from hostseal.server.http.app import error_body, invalid_body
+from hostseal.server.http.guard import Limits, too_large
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -2,7 +2,7 @@
 
 Routes are under ``/v1`` (docs/api.md), the OpenAPI document at ``/v1/openapi.json``, Prometheus
 metrics at ``/metrics`` (with a token unless ``metrics_access`` is ``open``). Every request
-passes the body and rate limits of :mod:`hostseal.server.guard` first. Every error is
+passes the body and rate limits of :mod:`hostseal.server.http.guard` first. Every error is
 ``HostsealError.to_dict()`` JSON with a status code, never a traceback. While the server runs,
 it keeps its heartbeat in the database and runs the scheduled jobs
 (:mod:`hostseal.server.scheduler`: hosts that stopped reporting become ``not-reporting``, old
@@ -25,10 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hostseal import __version__
 from hostseal.errors import HostsealError
 from hostseal.server import refusals, scheduler, views
-from hostseal.server.api import agent, alarms, escrow, hosts, instances, tokens
 from hostseal.server.clock import Clock
 from hostseal.server.context import ServerContext
-from hostseal.server.guard import Guard, Limits
+from hostseal.server.http.api import agent, alarms, escrow, hosts, instances, tokens
+from hostseal.server.http.guard import Guard, Limits
 from hostseal.server.settings import ServerSettings
 from hostseal.server.tokens import metrics_reader
 from hostseal.server.verify import Verifier
@@ -179,7 +179,9 @@ def create_app(
     app.include_router(tokens.router, prefix="/v1")  # admin: API tokens
     v1 = (agent.router, hosts.router, alarms.router, escrow.router, instances.router)
     limits.name_routes("/v1", *v1, tokens.router)  # labels of failed authentications
-    from hostseal.server.web import mount as mount_dashboard  # web dashboard: docs/dashboard.md
+    from hostseal.server.http.web import (
+        mount as mount_dashboard,  # web dashboard: docs/dashboard.md
+    )
 
     mount_dashboard(app)
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from hostseal.server import alarms
-from hostseal.server.api.deps import Ctx, NameQuery, Operator, RowId, Viewer
-from hostseal.server.api.schemas import CommentIn
+from hostseal.server.http.api.deps import Ctx, NameQuery, Operator, RowId, Viewer
+from hostseal.server.http.api.schemas import CommentIn
 
 router = APIRouter(tags=["alarms"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from hostseal.server import instances
-from hostseal.server.api.deps import Ctx, Viewer
+from hostseal.server.http.api.deps import Ctx, Viewer
 
 router = APIRouter(tags=["instances"])
 

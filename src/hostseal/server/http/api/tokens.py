@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 
 from hostseal.server import audit, tokens
-from hostseal.server.api.deps import Ctx, role
-from hostseal.server.api.schemas import TokenCreated, TokenIn, TokenOut
+from hostseal.server.http.api.deps import Ctx, role
+from hostseal.server.http.api.schemas import TokenCreated, TokenIn, TokenOut
 from hostseal.server.tokens import Principal
 
 router = APIRouter(tags=["tokens"])

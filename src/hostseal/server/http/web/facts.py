@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from hostseal.measure import EventLog, EventLogError, parse_event_log, secure_boot_state
 from hostseal.server import alarms, escrow
-from hostseal.server.models import Alarm, Host
+from hostseal.server.storage.models import Alarm, Host
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from pydantic import ValidationError
 
 from hostseal.errors import HostsealError
-from hostseal.server.tokens import Principal
-from hostseal.server.web import facts
-from hostseal.server.web.session import (
+from hostseal.server.http.web import facts
+from hostseal.server.http.web.session import (
     LoginRequired,
     WebSession,
     ctx_of,
     visitor,
 )
+from hostseal.server.tokens import Principal
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -124,7 +124,7 @@ def page(
 
 
 def error_page(request: Request, err: HostsealError) -> HTMLResponse:
-    from hostseal.server.app import http_status  # the API's own mapping (imported late)
+    from hostseal.server.http.app import http_status  # the API's own mapping (imported late)
 
     found = visitor(request)
     return page(

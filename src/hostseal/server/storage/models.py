@@ -1,8 +1,9 @@
 """The service's database: SQLAlchemy 2.0 typed models.
 
-Every schema change comes with an Alembic migration in :mod:`hostseal.server.migrations`; a test
-checks that autogenerate finds no difference between these models and the migrations. Only
-portable SQL types are used (no SQLite-only features), so PostgreSQL works as well.
+Every schema change comes with an Alembic migration in
+:mod:`hostseal.server.storage.migrations`; a test checks that autogenerate finds no difference
+between these models and the migrations. Only portable SQL types are used (no SQLite-only
+features), so PostgreSQL works as well.
 
 Timestamps are timezone-aware UTC in Python (:class:`UtcDateTime`), whatever the database keeps.
 """
@@ -324,3 +325,32 @@ class AuditEvent(Base):
     host: Mapped[str | None] = mapped_column(String(255), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Instance(Base):
+    """A ``hostseal server`` process that uses this database."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32))
+    server_key_id: Mapped[str] = mapped_column(String(16))
+    heartbeat_seconds: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime] = mapped_column(index=True)
+    stopped_at: Mapped[datetime | None]
+
+
+class ScheduledJob(Base):
+    """A periodic job, run by whichever instance claims it when it is due."""
+
+    __tablename__ = "scheduled_jobs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_run_at: Mapped[datetime]
+    last_run_at: Mapped[datetime | None]
+    last_instance: Mapped[str | None] = mapped_column(String(255))
+    last_result: Mapped[str] = mapped_column(Text, default="")

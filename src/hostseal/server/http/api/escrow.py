@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from hostseal.server import audit, escrow
-from hostseal.server.api.deps import Admin, Ctx, NamePath, NameQuery, ReasonQuery
+from hostseal.server.http.api.deps import Admin, Ctx, NamePath, NameQuery, ReasonQuery
 
 router = APIRouter(tags=["escrow"])
 

@@ -1,7 +1,7 @@
 """Bounds on what a client can make the server do before it is known who the client is.
 
 :class:`Guard` is ASGI middleware in front of every route of the application (the attestation
-fast path, :mod:`hostseal.server.fastpath`, bounds its own two requests the same way):
+fast path, :mod:`hostseal.server.http.fastpath`, bounds its own two requests the same way):
 
 - **Body size.** A request whose ``Content-Length`` is over the limit is answered 413 at once,
   its body never read; a body without one (``Transfer-Encoding: chunked``) is read up to the

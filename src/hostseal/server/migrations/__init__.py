@@ -1,1 +1,0 @@
-"""Alembic migrations of the service's database, run by :func:`hostseal.server.db.migrate`."""

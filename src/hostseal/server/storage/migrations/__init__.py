@@ -1,0 +1,2 @@
+"""Alembic migrations of the service's database, run by
+:func:`hostseal.server.storage.engine.migrate`."""
