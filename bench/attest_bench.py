@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from eventlog_bench import written_log  # noqa: E402
 from hostseal.attest.quote import pcr_digest, verify_quote  # noqa: E402
-from hostseal.attest.tpm2b import (  # noqa: E402
+from hostseal.attest.tpm_structures import (  # noqa: E402
     ALG_ECDSA,
     ALG_RSASSA,
     ALG_SHA256,

@@ -19,7 +19,7 @@ from hostseal.doctor.knowledge import DEFAULT_LANGUAGE, negotiate
 from hostseal.errors import HostsealError
 from hostseal.keyprovider.base import check_name as check_provider_name
 from hostseal.keyprovider.native import NativeProvider
-from hostseal.server.enrol import check_name as check_host_name
+from hostseal.server.hostnames import check_name as check_host_name
 from hostseal.vtpm import VtpmDirs
 
 HOSTILE = {

@@ -24,16 +24,16 @@ import pytest
 
 from _service import hostseal
 from hostseal.agent import Agent, AgentConfig
-from hostseal.errors import HostsealError
-from hostseal.keyprovider import HttpVerdictSource, KeyReleaseRefused, ProviderStore
-from hostseal.lab import LabHost
-from hostseal.server.client import Client
-from hostseal.transport import (
+from hostseal.client.http import Client
+from hostseal.client.transport import (
     ALLOW_PLAIN_HTTP_ENV,
     BadServerUrl,
     PlainHttpRefused,
     check_server_url,
 )
+from hostseal.errors import HostsealError
+from hostseal.keyprovider import HttpVerdictSource, KeyReleaseRefused, ProviderStore
+from hostseal.lab import LabHost
 
 TOKEN = "hst_secret-token-never-in-clear"
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from hostseal.attest.tpm2b import (
+from hostseal.attest.tpm_structures import (
     ALG_ECC,
     ALG_ECDSA,
     ALG_NULL,

@@ -9,6 +9,7 @@ import os
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,92 @@ def test_every_credential_uses_a_fresh_seed(
 ) -> None:
     ek = ek_template(ek_keys["ecc"])
     assert make_credential(ek, AK_NAME, b"s") != make_credential(ek, AK_NAME, b"s")
+
+
+# --- known answers: fixed randomness, fixed output ------------------------------------------
+
+KAT_SEED = bytes(range(32))  # the RSA seed
+KAT_SCALAR = hashlib.sha256(b"ephemeral").digest()  # the ECC ephemeral private scalar
+KAT_EK = ec.derive_private_key(
+    int.from_bytes(hashlib.sha256(b"the EK").digest(), "big"), ec.SECP256R1()
+)
+# Produced by tpm2-pytss's make_credential with the same randomness (checked live below).
+KAT_RSA_BLOB = bytes.fromhex(
+    "002a00203ed38e01871d1669ae4677a7627adac3764b4bb10883bb6b59816b1c01908ff835f65e0ad2b8eeed"
+)
+KAT_ECC_BLOB = bytes.fromhex(
+    "002a002036ec7a50bed3a3ee91a64b131ee7a175e4846a35d55c24aa8ade6a69194522059b6b253aa343d534"
+)
+KAT_ECC_SECRET = bytes.fromhex(
+    "004400209a781ca6d055a7f30d0c9ff87936c739f6816ef5f5e72b4b946404b0a1a83b2a"
+    "0020c19f842945ea2bf65aa1649b2b02ff79854c8d5ecfcd403862e8a97ea66c71c1"
+)
+
+
+def fixed(data: bytes) -> Callable[[int], bytes]:
+    """A random source that always returns (the start of) ``data``."""
+    return lambda size: data[:size]
+
+
+def test_known_answer_rsa(
+    ek_keys: dict[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey],
+) -> None:
+    key = ek_keys["rsa"]
+    assert isinstance(key, rsa.RSAPrivateKey)
+    blob, encrypted = make_credential(
+        ek_template(key), AK_NAME, b"secret", random_bytes=fixed(KAT_SEED)
+    )
+    assert blob == KAT_RSA_BLOB  # the blob depends on the seed, not on the RSA key
+    oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), b"IDENTITY\0")
+    assert key.decrypt(encrypted[2:], oaep) == KAT_SEED  # OAEP's own padding stays random
+    assert software_activate(key, AK_NAME, blob, encrypted) == b"secret"
+
+
+def test_known_answer_ecc() -> None:
+    blob, encrypted = make_credential(
+        ek_template(KAT_EK), AK_NAME, b"secret", random_bytes=fixed(KAT_SCALAR)
+    )
+    assert (blob, encrypted) == (KAT_ECC_BLOB, KAT_ECC_SECRET)
+    assert software_activate(KAT_EK, AK_NAME, blob, encrypted) == b"secret"
+
+
+def test_ecc_redraws_a_scalar_out_of_range() -> None:
+    draws = iter([bytes(32), b"\xff" * 32, KAT_SCALAR])  # zero, above the order, then valid
+    blob, encrypted = make_credential(
+        ek_template(KAT_EK), AK_NAME, b"secret", random_bytes=lambda size: next(draws)
+    )
+    assert (blob, encrypted) == (KAT_ECC_BLOB, KAT_ECC_SECRET)
+
+
+def test_a_short_random_source_is_refused() -> None:
+    with pytest.raises(ValueError, match="returned 3 bytes, 32 were asked for"):
+        make_credential(ek_template(KAT_EK), AK_NAME, b"secret", random_bytes=fixed(b"abc"))
+
+
+def test_known_answers_agree_with_tpm2_pytss(
+    ek_keys: dict[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An independent MakeCredential (tpm2-pytss), given the same randomness, gives the vectors
+    above."""
+    tss_crypto = pytest.importorskip("tpm2_pytss.internal.crypto")
+    from tpm2_pytss.types import TPM2B_NAME, TPM2B_PUBLIC
+    from tpm2_pytss.utils import make_credential as tss_make_credential
+
+    def theirs(ek_public: bytes) -> tuple[bytes, bytes]:
+        public, _ = TPM2B_PUBLIC.unmarshal(ek_public)
+        blob, secret = tss_make_credential(public, b"secret", TPM2B_NAME(AK_NAME))
+        return blob.marshal(), secret.marshal()
+
+    monkeypatch.setattr(tss_crypto.secrets, "token_bytes", fixed(KAT_SEED))
+    assert theirs(ek_template(ek_keys["rsa"]))[0] == KAT_RSA_BLOB
+    scalar = int.from_bytes(KAT_SCALAR, "big")
+    monkeypatch.setattr(
+        tss_crypto.ec,
+        "generate_private_key",
+        lambda curve, backend=None: ec.derive_private_key(scalar, curve),
+    )
+    assert theirs(ek_template(KAT_EK)) == (KAT_ECC_BLOB, KAT_ECC_SECRET)
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ from cryptography.x509.oid import NameOID
 from hostseal.attest.ekcert import (
     DEFAULT_TPM_CA_DIR,
     EkCertificate,
+    StoreSource,
     TrustStore,
+    read_ek_certificate,
     verify_ek_certificate,
 )
 from hostseal.attest.errors import (
@@ -26,6 +28,7 @@ from hostseal.attest.errors import (
     EkPublicInvalid,
     TrustStoreInvalid,
 )
+from hostseal.truststore import load_trust_store, read_trust_store
 
 AT = datetime(2025, 6, 1, tzinfo=UTC)
 KEYLIME_STORE = "keylime/tpm_cert_store"
@@ -148,7 +151,7 @@ CHAINS = {
 
 
 def store_of(corpus: Path, case: Chain) -> TrustStore:
-    return TrustStore.from_paths(
+    return read_trust_store(
         *(corpus / p for p in case.anchors),
         intermediates=[corpus / p for p in case.intermediates],
     )
@@ -183,7 +186,7 @@ def test_cryptography_refuses_the_quirky_certificates_we_verify(corpus: Path) ->
 
 @pytest.mark.corpus
 def test_intel_ptt_ek_matches_its_tpm_public_area(corpus: Path) -> None:
-    store = TrustStore.from_paths(
+    store = read_trust_store(
         corpus / KEYLIME_STORE / "INTEL_RT.pem",
         intermediates=[corpus / KEYLIME_STORE / "INTEL_I.pem"],
     )
@@ -215,11 +218,9 @@ def test_intel_ptt_ek_matches_its_tpm_public_area(corpus: Path) -> None:
 
 @pytest.mark.corpus
 def test_whole_bundles_load(corpus: Path) -> None:
-    bundle = TrustStore.from_paths(
-        corpus / TPM_CA_ROOTS, intermediates=[corpus / TPM_CA_INTERMEDIATES]
-    )
+    bundle = read_trust_store(corpus / TPM_CA_ROOTS, intermediates=[corpus / TPM_CA_INTERMEDIATES])
     assert (len(bundle.anchors), len(bundle.intermediates), bundle.problems) == (26, 143, ())
-    keylime = TrustStore.from_paths(corpus / KEYLIME_STORE)
+    keylime = read_trust_store(corpus / KEYLIME_STORE)
     assert (len(keylime), keylime.problems) == (51, ())
 
 
@@ -232,7 +233,7 @@ def _flip(data: bytes, offset: int) -> bytes:
 
 @pytest.mark.corpus
 def test_wrong_vendor_store(corpus: Path) -> None:
-    store = TrustStore.from_paths(corpus / KEYLIME_STORE / "INTEL_RT.pem")
+    store = read_trust_store(corpus / KEYLIME_STORE / "INTEL_RT.pem")
     with pytest.raises(EkCertificateUntrusted) as info:
         verify_ek_certificate((corpus / STM_RSA_EK).read_bytes(), store, at=AT)
     assert info.value.reason == "no_issuer"
@@ -247,9 +248,7 @@ def test_wrong_vendor_store(corpus: Path) -> None:
 
 @pytest.mark.corpus
 def test_intel_ptt_ek_is_not_covered_by_the_tpm_ca_bundle(corpus: Path) -> None:
-    store = TrustStore.from_paths(
-        corpus / TPM_CA_ROOTS, intermediates=[corpus / TPM_CA_INTERMEDIATES]
-    )
+    store = read_trust_store(corpus / TPM_CA_ROOTS, intermediates=[corpus / TPM_CA_INTERMEDIATES])
     with pytest.raises(EkCertificateUntrusted) as info:
         verify_ek_certificate((corpus / INTEL_EK).read_bytes(), store, at=AT)
     assert info.value.reason == "no_issuer"
@@ -263,7 +262,7 @@ def test_intel_ptt_ek_is_not_covered_by_the_tpm_ca_bundle(corpus: Path) -> None:
 )
 def test_tampered_certificate(corpus: Path, what: str, offset: int) -> None:
     raw = (corpus / STM_ECC_EK).read_bytes()
-    store = TrustStore.from_paths(corpus / KEYLIME_STORE / "STM_ECC_01I.pem")
+    store = read_trust_store(corpus / KEYLIME_STORE / "STM_ECC_01I.pem")
     with pytest.raises(EkCertificateUntrusted) as info:
         verify_ek_certificate(_flip(raw, offset % len(raw)), store, at=AT)
     assert info.value.reason == "bad_signature", what
@@ -278,7 +277,7 @@ def test_tampered_certificate(corpus: Path, what: str, offset: int) -> None:
 def test_tampered_nuvoton_certificate(corpus: Path) -> None:
     """The lenient reading of non-DER certificates still checks their signatures."""
     raw = (corpus / NUVOTON_EK).read_bytes()
-    store = TrustStore.from_paths(corpus / KEYLIME_STORE / "NUVO_2111.pem")
+    store = read_trust_store(corpus / KEYLIME_STORE / "NUVO_2111.pem")
     assert verify_ek_certificate(raw, store, at=AT).vendor == "NTC"
     with pytest.raises(EkCertificateUntrusted, match="does not verify") as info:
         verify_ek_certificate(_flip(raw, 200), store, at=AT)  # inside the RSA modulus
@@ -303,7 +302,7 @@ def test_tampered_nuvoton_certificate(corpus: Path) -> None:
     ],
 )
 def test_validity_at_a_given_time(corpus: Path, at: datetime, reason: str, message: str) -> None:
-    store = TrustStore.from_paths(corpus / KEYLIME_STORE / "STM_RSA_05I.pem")
+    store = read_trust_store(corpus / KEYLIME_STORE / "STM_RSA_05I.pem")
     with pytest.raises(EkCertificateUntrusted) as info:
         verify_ek_certificate((corpus / STM_RSA_EK).read_bytes(), store, at=at)
     assert (info.value.reason, info.value.message) == (reason, message)
@@ -311,7 +310,7 @@ def test_validity_at_a_given_time(corpus: Path, at: datetime, reason: str, messa
 
 @pytest.mark.corpus
 def test_key_mismatch(corpus: Path) -> None:
-    store = TrustStore.from_paths(corpus / KEYLIME_STORE / "STM_RSA_05I.pem")
+    store = read_trust_store(corpus / KEYLIME_STORE / "STM_RSA_05I.pem")
     with pytest.raises(EkCertificateMismatch, match="certifies another key"):
         verify_ek_certificate(
             (corpus / STM_RSA_EK).read_bytes(),
@@ -336,7 +335,7 @@ def test_key_mismatch(corpus: Path) -> None:
 )
 def test_malformed_certificate(corpus: Path, mangle: object, message: str) -> None:
     raw = (corpus / STM_ECC_EK).read_bytes()
-    store = TrustStore.from_paths(corpus / KEYLIME_STORE / "STM_ECC_01I.pem")
+    store = read_trust_store(corpus / KEYLIME_STORE / "STM_ECC_01I.pem")
     with pytest.raises(EkCertificateMalformed) as info:
         verify_ek_certificate(mangle(raw), store, at=AT)  # type: ignore[operator]
     assert info.value.message.startswith(message)
@@ -345,7 +344,7 @@ def test_malformed_certificate(corpus: Path, mangle: object, message: str) -> No
 
 @pytest.mark.corpus
 def test_malformed_ek_public(corpus: Path) -> None:
-    store = TrustStore.from_paths(corpus / KEYLIME_STORE / "STM_ECC_01I.pem")
+    store = read_trust_store(corpus / KEYLIME_STORE / "STM_ECC_01I.pem")
     with pytest.raises(EkPublicInvalid, match="The EK public area is malformed"):
         verify_ek_certificate(
             (corpus / STM_ECC_EK).read_bytes(), store, ek_public=b"\x00\x01\x00", at=AT
@@ -357,7 +356,7 @@ def test_malformed_ek_public(corpus: Path) -> None:
 
 def test_default_store_is_empty_and_says_where_to_get_vendor_cas(tmp_path: Path) -> None:
     assert Path("/etc/hostseal/tpm-ca") == DEFAULT_TPM_CA_DIR
-    store = TrustStore.default(tmp_path / "tpm-ca")
+    store = load_trust_store(tmp_path / "tpm-ca")
     assert store.empty and len(store) == 0
     with pytest.raises(EkCertificateUntrusted) as info:
         verify_ek_certificate(_synthetic_chain().leaf, store, at=AT)
@@ -372,7 +371,7 @@ def test_default_store_is_empty_and_says_where_to_get_vendor_cas(tmp_path: Path)
 
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(TrustStoreInvalid, match="does not exist"):
-        TrustStore.from_paths(tmp_path / "nowhere")
+        read_trust_store(tmp_path / "nowhere")
 
 
 def test_directory_layout_and_unreadable_files(tmp_path: Path) -> None:
@@ -383,12 +382,32 @@ def test_directory_layout_and_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "broken.crt").write_bytes(b"not a certificate")
     (tmp_path / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
     (tmp_path / "README.txt").write_text("ignored: not a certificate file name")
-    store = TrustStore.from_paths(tmp_path)
+    store = read_trust_store(tmp_path)
     assert (len(store.anchors), len(store.intermediates)) == (1, 1)
     assert len(store.problems) == 2
     assert "broken.crt: not a readable certificate" in store.problems[0]
     assert store.problems[1] == (
         f"{tmp_path / 'key.pem'}: no certificate found (no CERTIFICATE block in the PEM text)"
+    )
+    ek = verify_ek_certificate(chain.leaf, store, at=AT)
+    assert ek.chain == ("CN=Synthetic TPM ICA", "CN=Synthetic TPM Root")
+
+
+def test_store_from_named_sources_keeps_the_callers_problems() -> None:
+    chain = _synthetic_chain()
+    store = TrustStore.from_sources(
+        [
+            StoreSource("root.pem", _pem(chain.root)),
+            StoreSource("ica.der", chain.intermediate, anchor=False),
+            StoreSource("junk.pem", b"-----BEGIN PRIVATE KEY-----\n"),
+        ],
+        problems=["gone.pem: Permission denied"],
+        location="three files",
+    )
+    assert (len(store.anchors), len(store.intermediates), store.location) == (1, 1, "three files")
+    assert store.problems == (
+        "gone.pem: Permission denied",
+        "junk.pem: no certificate found (no CERTIFICATE block in the PEM text)",
     )
     ek = verify_ek_certificate(chain.leaf, store, at=AT)
     assert ek.chain == ("CN=Synthetic TPM ICA", "CN=Synthetic TPM Root")
@@ -531,3 +550,16 @@ def test_naive_time_is_refused() -> None:
         verify_ek_certificate(
             chain.leaf, TrustStore.from_bytes([chain.root]), at=datetime(2025, 1, 1)
         )
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_real_ek_certificates_read_without_a_store(corpus: Path, name: str) -> None:
+    """What the dashboard shows: the same reader and facts, with nothing vouching for them."""
+    case = CHAINS[name]
+    ek = read_ek_certificate((corpus / case.cert).read_bytes())
+    assert (ek.vendor, ek.quirks, ek.chain) == (case.vendor, case.quirks, ())
+    if case.vendor_name is not None:
+        assert ek.vendor_name == case.vendor_name
+    if case.model is not None:
+        assert ek.model == case.model

@@ -18,6 +18,7 @@ from hostseal.attest.errors import (
     EkCertificateMismatch,
     EkCertificateUntrusted,
 )
+from hostseal.truststore import read_trust_store
 
 pytestmark = pytest.mark.fuzz
 
@@ -46,7 +47,7 @@ EXPECTED = (EkCertificateMalformed, EkCertificateUntrusted, EkCertificateMismatc
 def _store() -> TrustStore:
     if not (CORPUS / "keylime/tpm_cert_store").is_dir():
         return TrustStore()
-    return TrustStore.from_paths(
+    return read_trust_store(
         CORPUS / "keylime/tpm_cert_store",
         intermediates=[CORPUS / "go-tpm-tools/server/ca-certs"],
     )

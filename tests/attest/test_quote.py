@@ -19,7 +19,7 @@ from hostseal.attest.errors import (
     QuoteSignatureInvalid,
 )
 from hostseal.attest.quote import CHECKS, parse_quote, pcr_digest, verify_quote
-from hostseal.attest.tpm2b import (
+from hostseal.attest.tpm_structures import (
     ALG_ECDSA,
     ALG_NULL,
     ALG_RSAPSS,

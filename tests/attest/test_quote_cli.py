@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hostseal.attest.errors import QuoteMalformed
-from hostseal.attest.tpm2b import PcrSelection
-from hostseal.cli.quote import (
-    parse_pcr_yaml,
-    parse_pcrs_marshaled,
-    parse_pcrs_serialized,
-    read_pcr_file,
-)
+from hostseal.attest.tpm2tools import parse_pcrs_marshaled, parse_pcrs_serialized
 
 NONCE = "db1db298db6d60e6385b7231743e9c3056a18003"
 PCR16 = "9dbb22387e019c04da95477333546082ce313152c4a7f8a6e1d5f0c77f4fb6f0"
-SEL = (PcrSelection(0x000B, (15, 16, 22)),)
 VALUES = {"sha256": {15: bytes(32), 16: bytes.fromhex(PCR16), 22: b"\xff" * 32}}
 
 
@@ -188,20 +180,3 @@ def test_usage_errors(run_quote_cli, tmp_path: Path) -> None:  # type: ignore[no
     run = run_quote_cli("verify", *files, "--nonce", "xyz")
     assert run.code == 2
     assert "'xyz' is not hex" in run.stderr
-
-
-def test_pcr_file_errors() -> None:
-    with pytest.raises(QuoteMalformed) as info:
-        read_pcr_file(b"\x01\x02\x03", SEL)
-    assert info.value.message == (
-        "PCR file: 3 bytes that are not PCR values in a format hostseal reads (a 'values' file "
-        "for this quote would be 96 bytes)."
-    )
-    with pytest.raises(QuoteMalformed, match="line 2: 'zz' is not a hex value"):
-        parse_pcr_yaml("sha256:\n  0 : zz\n")
-    with pytest.raises(QuoteMalformed, match=r"line 1: a PCR value outside a bank \('sha256:'\)"):
-        parse_pcr_yaml("0 : 0x00\n")
-    with pytest.raises(QuoteMalformed, match="line 3: sha256 PCR 0 is listed twice"):
-        parse_pcr_yaml("sha256:\n  0 : 0x00\n  0 : 0x01\n")
-    quote_output = "quoted: ff54\nsignature:\n  alg: rsassa\npcrs:\n  sha1:\n    1 : 0xAA\n"
-    assert parse_pcr_yaml(quote_output) == {"sha1": {1: b"\xaa"}}

@@ -18,7 +18,7 @@ from hostseal.attest.errors import (
     QuoteSignatureInvalid,
 )
 from hostseal.attest.quote import verify_quote
-from hostseal.attest.tpm2b import (
+from hostseal.attest.tpm_structures import (
     ALG_RSASSA,
     HASHES_BY_NAME,
     Signature,

@@ -14,8 +14,8 @@ import pytest
 
 from hostseal.attest.errors import PcrDigestMismatch
 from hostseal.attest.quote import parse_quote, verify_quote
+from hostseal.attest.tpm2tools import parse_pcr_yaml, read_pcr_file
 from hostseal.attest.tpmkey import load_ak_public
-from hostseal.cli.quote import parse_pcr_yaml, read_pcr_file
 
 pytestmark = pytest.mark.swtpm
 

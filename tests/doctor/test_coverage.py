@@ -28,6 +28,7 @@ from hostseal.attest.errors import (
 )
 from hostseal.attest.policy import ReferencePolicy, capture_policy
 from hostseal.attest.verdict import evaluate as judge
+from hostseal.client.http import Client
 from hostseal.doctor import KnowledgeBase, LogInput, scan
 from hostseal.doctor.checks import REASONS
 from hostseal.errors import HostsealError
@@ -56,7 +57,6 @@ from hostseal.secureconfig.requirements import exec_installed_only_problems, unm
 from hostseal.secureconfig.slots import RecoverySlot, open_recovery_slots
 from hostseal.secureconfig.store import Bundle, Store
 from hostseal.server.attestation import _may_attest
-from hostseal.server.client import Client
 from hostseal.server.enrol import PENDING
 from hostseal.server.errors import (
     EkNotTrusted,

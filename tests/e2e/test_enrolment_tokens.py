@@ -11,7 +11,7 @@ import pytest
 
 from _service import live_service
 from hostseal.agent import Agent, AgentConfig
-from hostseal.server.client import ApiError
+from hostseal.client.http import ApiError
 
 from .conftest import Fleet
 

@@ -3,16 +3,16 @@ hosts (software TPMs measured by the firmware simulation)."""
 
 from __future__ import annotations
 
-import base64
 import time
 
 import pytest
 
 from hostseal import lab
 from hostseal.agent import Agent, AgentConfig
+from hostseal.client.http import ApiError
+from hostseal.client.wire import EvidenceIn
 from hostseal.measure import parse_event_log
 from hostseal.secureconfig import manager
-from hostseal.server.client import ApiError
 from hostseal.tpm import open_tpm
 from hostseal.tpm.attestation import AkUnavailable, quote
 
@@ -207,15 +207,14 @@ def test_refusals_each_with_its_own_message(fleet: Fleet) -> None:
                 challenge["pcrs"],
             )  # type: ignore[arg-type]
         log = host1.eventlog.read_bytes() if eventlog is None else eventlog
-        return {
-            "nonce": nonce_hex,
-            "challenge": challenge["challenge"],
-            "quote": base64.b64encode(q.attest).decode(),
-            "signature": base64.b64encode(q.signature).decode(),
-            "pcrs": {"sha256": {str(p): v.hex() for p, v in q.pcrs.items()}},
-            "eventlog": base64.b64encode(log).decode(),
-            "secure_config": None,
-        }
+        return EvidenceIn.of_quote(
+            nonce=nonce_hex,
+            challenge=str(challenge["challenge"]),
+            quote=q.attest,
+            signature=q.signature,
+            pcrs={"sha256": q.pcrs},
+            eventlog=log,
+        ).model_dump(mode="json")
 
     with fleet.service.http(token1) as client:
         body = evidence(client.post("/v1/attest/challenge", json={}).json())
@@ -288,15 +287,14 @@ def test_expired_nonce(fast_nonce_fleet: Fleet) -> None:
         time.sleep(1.5)
         late = client.post(
             "/v1/attest/evidence",
-            json={
-                "nonce": challenge["nonce"],
-                "challenge": challenge["challenge"],
-                "quote": base64.b64encode(q.attest).decode(),
-                "signature": base64.b64encode(q.signature).decode(),
-                "pcrs": {q.bank: {str(p): v.hex() for p, v in q.pcrs.items()}},
-                "eventlog": base64.b64encode(host.eventlog.read_bytes()).decode(),
-                "secure_config": None,
-            },
+            json=EvidenceIn.of_quote(
+                nonce=challenge["nonce"],
+                challenge=challenge["challenge"],
+                quote=q.attest,
+                signature=q.signature,
+                pcrs={q.bank: q.pcrs},
+                eventlog=host.eventlog.read_bytes(),
+            ).model_dump(mode="json"),
         )
     assert late.status_code == 409
     assert "expired" in late.json()["message"]

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import json
 import random
+import re
 import ssl
 import struct
 import sys
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from hostseal.client.wire import EnrolFinish, EnrolStart, EvidenceIn, b64
 from scale._http import Pool, Response, TransportError
 from server._softtpm import ECDSA, SHA256, SoftTpm, b2
 
@@ -45,10 +47,6 @@ def _use_uvloop() -> None:
 
 
 _use_uvloop()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def _b64(data: bytes) -> bytes:
@@ -73,9 +71,42 @@ class SimTpm(SoftTpm):
         pass
 
 
+# the per-request values in an evidence template (the ticket is any JSON, so with its quotes)
+_NONCE, _QUOTE, _SIGNATURE, _TICKET = "@nonce@", "@quote@", "@signature@", "@ticket@"
+_SLOTS = re.compile(rb'("@ticket@"|@nonce@|@quote@|@signature@)')
+
+
+def evidence_model(
+    nonce: str,
+    quote: str,
+    signature: str,
+    pcrs: dict[str, dict[str, str]],
+    ticket: str | None,
+    eventlog_b64: str,
+    eventlog_sha256: str | None,
+) -> EvidenceIn:
+    """The evidence as the wire model, with the quote and signature already in base64; without
+    ``challenge`` (for a server that gave no ticket) and ``eventlog_sha256`` when None: the
+    fields an older server does not know are not sent (dump it with ``exclude_unset``)."""
+    fields: dict[str, Any] = {
+        "nonce": nonce,
+        "quote": quote,
+        "signature": signature,
+        "pcrs": pcrs,
+        "eventlog": eventlog_b64,
+        "secure_config": None,
+    }
+    if ticket is not None:
+        fields["challenge"] = ticket
+    if eventlog_sha256 is not None:
+        fields.update(eventlog=None, eventlog_sha256=eventlog_sha256)
+    return EvidenceIn.model_construct(**fields)
+
+
 class Boot:
-    """What the hosts of one measured boot share, serialised once: the event log's JSON field
-    and SHA-256, and per PCR selection the end of the quote and the PCRs' JSON field."""
+    """What the hosts of one measured boot share, serialised once: the event log's SHA-256, per
+    PCR selection the end of the quote, and the evidence's JSON as a template built from the wire
+    model (:func:`evidence_model`) with slots for the nonce, quote, signature and ticket."""
 
     def __init__(
         self,
@@ -86,26 +117,44 @@ class Boot:
     ) -> None:
         self.pcrs = pcrs
         self.pcr_json = pcr_json
+        self.eventlog_b64 = eventlog_b64
         self.eventlog_sha256 = hashlib.sha256(eventlog).hexdigest() if eventlog_b64 else ""
-        self.eventlog_field = b',"eventlog":' + json.dumps(eventlog_b64).encode()
-        self.eventlog_known = b',"eventlog":null,"eventlog_sha256":"%s"' % (
-            self.eventlog_sha256.encode()
-        )
-        self._selections: dict[tuple[int, ...], tuple[bytes, bytes]] = {}
+        self._tails: dict[tuple[int, ...], bytes] = {}
+        self._templates: dict[tuple[tuple[int, ...], bool, bool], list[bytes]] = {}
 
-    def selection(self, pcrs: list[int]) -> tuple[bytes, bytes]:
-        """(the TPMS_ATTEST bytes after the nonce, the evidence's ``"pcrs":{...}`` field)."""
+    def chosen(self, pcrs: list[int]) -> dict[str, dict[str, str]]:
+        """The evidence's ``pcrs`` for a PCR selection."""
+        return {"sha256": {str(i): self.pcr_json["sha256"][str(i)] for i in pcrs}}
+
+    def tail(self, pcrs: list[int]) -> bytes:
+        """The TPMS_ATTEST bytes after the nonce for a PCR selection."""
         key = tuple(pcrs)
-        found = self._selections.get(key)
+        found = self._tails.get(key)
         if found is None:
             bitmap = bytearray(3)
             for index in pcrs:
                 bitmap[index // 8] |= 1 << (index % 8)
             values = [self.pcrs["sha256"][i] for i in sorted(pcrs)]
-            tail = _ATTEST_MIDDLE + bytes(bitmap) + b2(hashlib.sha256(b"".join(values)).digest())
-            chosen = {"sha256": {str(i): self.pcr_json["sha256"][str(i)] for i in pcrs}}
-            fragment = b'"pcrs":' + json.dumps(chosen, separators=(",", ":")).encode()
-            found = self._selections[key] = (tail, fragment)
+            found = _ATTEST_MIDDLE + bytes(bitmap) + b2(hashlib.sha256(b"".join(values)).digest())
+            self._tails[key] = found
+        return found
+
+    def template(self, pcrs: list[int], ticket: bool, known: bool) -> list[bytes]:
+        """The evidence's JSON split at its slots: text, slot, text, ..., text."""
+        key = (tuple(pcrs), ticket, known)
+        found = self._templates.get(key)
+        if found is None:
+            model = evidence_model(
+                _NONCE,
+                _QUOTE,
+                _SIGNATURE,
+                self.chosen(pcrs),
+                _TICKET if ticket else None,
+                self.eventlog_b64,
+                self.eventlog_sha256 if known else None,
+            )
+            body = model.model_dump_json(exclude_unset=True).encode()
+            found = self._templates[key] = _SLOTS.split(body)
         return found
 
 
@@ -141,24 +190,26 @@ class SimHost:
         """The quote (TPMS_ATTEST) over ``nonce_hex`` and ``pcrs`` and its signature
         (TPMT_SIGNATURE), base64: only the signature is computed here."""
         assert self.boot is not None
-        tail, _ = self.boot.selection(pcrs)
-        attest = self._attest_head + b2(bytes.fromhex(nonce_hex)) + tail
+        attest = self._attest_head + b2(bytes.fromhex(nonce_hex)) + self.boot.tail(pcrs)
         r, s = decode_dss_signature(self.tpm.ak.sign(attest, _SIGN))
         signature = _SIGNATURE_HEAD + b2(r.to_bytes(32, "big")) + b2(s.to_bytes(32, "big"))
         return _b64(attest), _b64(signature)
 
     def evidence(self, nonce_hex: str, pcrs: list[int]) -> dict[str, Any]:
-        """The evidence for a challenge, as a JSON object: only the quote's signature is computed
-        here."""
+        """The evidence for a challenge without a ticket, as a JSON object (from the wire model,
+        not the template): only the quote's signature is computed here."""
+        assert self.boot is not None
         attest, signature = self.quote(nonce_hex, pcrs)
-        return {
-            "nonce": nonce_hex,
-            "quote": attest.decode(),
-            "signature": signature.decode(),
-            "pcrs": {"sha256": {str(i): self.pcr_json["sha256"][str(i)] for i in pcrs}},
-            "eventlog": self.eventlog_b64,
-            "secure_config": None,
-        }
+        model = evidence_model(
+            nonce_hex,
+            attest.decode(),
+            signature.decode(),
+            self.boot.chosen(pcrs),
+            None,
+            self.eventlog_b64,
+            None,
+        )
+        return model.model_dump(mode="json", exclude_unset=True)
 
     def evidence_body(
         self,
@@ -167,30 +218,24 @@ class SimHost:
         challenge: Any = None,
         server_eventlog_sha256: str | None = None,
     ) -> bytes:
-        """:meth:`evidence` serialised (JSON, UTF-8) from pre-built parts. ``challenge``: the
-        challenge answer's opaque ``challenge``, echoed when not None; the event log is left out
-        (only its SHA-256 sent) when ``server_eventlog_sha256`` says the server holds it."""
+        """:meth:`evidence` serialised (JSON, UTF-8) into the boot's template. ``challenge``:
+        the challenge answer's opaque ``challenge``, echoed when not None; the event log is left
+        out (only its SHA-256 sent) when ``server_eventlog_sha256`` says the server holds it."""
         assert self.boot is not None
         boot = self.boot
-        _, pcr_field = boot.selection(pcrs)
-        attest, signature = self.quote(nonce_hex, pcrs)  # the nonce is hex: JSON as it is
-        echoed = b',"challenge":' + json.dumps(challenge).encode() if challenge is not None else b""
         known = bool(boot.eventlog_sha256) and server_eventlog_sha256 == boot.eventlog_sha256
-        return b"".join(
-            (
-                b'{"nonce":"',
-                nonce_hex.encode(),
-                b'","quote":"',
-                attest,
-                b'","signature":"',
-                signature,
-                b'",',
-                pcr_field,
-                echoed,
-                boot.eventlog_known if known else boot.eventlog_field,
-                b',"secure_config":null}',
-            )
-        )
+        parts = boot.template(pcrs, challenge is not None, known)
+        attest, signature = self.quote(nonce_hex, pcrs)
+        slots = {  # the nonce is hex and the others base64: JSON as they are
+            b"@nonce@": nonce_hex.encode(),
+            b"@quote@": attest,
+            b"@signature@": signature,
+            b'"@ticket@"': json.dumps(challenge).encode(),
+        }
+        out = [parts[0]]
+        for index in range(1, len(parts), 2):
+            out += (slots[parts[index]], parts[index + 1])
+        return b"".join(out)
 
 
 def make_hosts(count: int, prefix: str = "sim") -> list[SimHost]:
@@ -295,26 +340,17 @@ class Fleet:
         return response
 
     async def enrol(self, host: SimHost, index: int = 0) -> None:
-        started = await self._post_json(
-            index,
-            "/v1/enrol/start",
-            {
-                "name": host.name,
-                "ek_public": b64(host.tpm.ek_public),
-                "ek_certificate": None,
-                "ak_public": b64(host.tpm.ak_public),
-            },
+        start = EnrolStart(
+            name=host.name, ek_public=b64(host.tpm.ek_public), ak_public=b64(host.tpm.ak_public)
         )
+        started = await self._post_json(index, "/v1/enrol/start", start.model_dump(mode="json"))
         assert started.status_code == 200, started.text
         body = started.json()
         secret = host.tpm.activate(
             base64.b64decode(body["credential_blob"]), base64.b64decode(body["encrypted_secret"])
         )
-        finished = await self._post_json(
-            index,
-            "/v1/enrol/finish",
-            {"enrolment_id": body["enrolment_id"], "secret": b64(secret)},
-        )
+        finish = EnrolFinish(enrolment_id=body["enrolment_id"], secret=b64(secret))
+        finished = await self._post_json(index, "/v1/enrol/finish", finish.model_dump(mode="json"))
         assert finished.status_code == 200, finished.text
         host.token = finished.json()["agent_token"]
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from _service import hostseal
-from hostseal.server.storage.models import Host, Verdict
+from hostseal.server.storage.models import Host, StoredVerdict
 from scale.fleet import Fleet, make_hosts, open_loop
 from scale.service import Service, prepare
 
@@ -133,7 +133,7 @@ def test_no_verdict_lost_or_duplicated_when_an_instance_dies_and_postgres_restar
     prepare(two, hosts, database)
     engine = create_engine(database, pool_pre_ping=True)
     with engine.connect() as connection:
-        first = int(connection.scalar(select(func.max(Verdict.id))) or 0)
+        first = int(connection.scalar(select(func.max(StoredVerdict.id))) or 0)
 
     async def load() -> Fleet:
         fleet = Fleet(two.urls, two.ca)
@@ -163,7 +163,9 @@ def test_no_verdict_lost_or_duplicated_when_an_instance_dies_and_postgres_restar
     assert out.retries > 0, "no fault was seen: the test proves nothing"
     with engine.connect() as connection:
         rows = connection.execute(
-            select(Host.name, Verdict.status).join(Verdict).where(Verdict.id > first)
+            select(Host.name, StoredVerdict.status)
+            .join(StoredVerdict)
+            .where(StoredVerdict.id > first)
         ).all()
     stored: dict[str, int] = {}
     for name, status in rows:
@@ -179,7 +181,9 @@ def test_no_verdict_lost_or_duplicated_when_an_instance_dies_and_postgres_restar
     # exactly, by nonce: every accepted verdict stored once, nothing stored that was not sent
     # (a verdict's nonce is unique: a duplicate cannot be stored)
     with engine.connect() as connection:
-        nonces = list(connection.scalars(select(Verdict.nonce).where(Verdict.id > first)))
+        nonces = list(
+            connection.scalars(select(StoredVerdict.nonce).where(StoredVerdict.id > first))
+        )
     engine.dispose()
     assert len(nonces) == len(set(nonces))
     assert out.accepted_nonces <= set(nonces)
@@ -217,9 +221,9 @@ def test_sqlite_instance_killed_mid_load_and_started_again_loses_nothing(tmp_pat
     with engine.connect() as connection:
         stored = dict(
             connection.execute(
-                select(Host.name, func.count(Verdict.id))
-                .join(Verdict)
-                .where(Verdict.status == "Passed")
+                select(Host.name, func.count(StoredVerdict.id))
+                .join(StoredVerdict)
+                .where(StoredVerdict.status == "Passed")
                 .group_by(Host.name)
             ).all()
         )

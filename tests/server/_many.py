@@ -14,7 +14,7 @@ from sqlalchemy import insert
 
 from hostseal.server.context import ServerContext
 from hostseal.server.storage.models import Host
-from hostseal.server.verify import AttestVerifier
+from hostseal.server.verify import Verifier
 
 from ._softtpm import SHA256, ak_tpmt_public, b2
 
@@ -44,7 +44,7 @@ def add_hosts(ctx: ServerContext, count: int, now: datetime, prefix: str = "flee
             session.execute(insert(Host), rows[start : start + 1000])
 
 
-class CountingVerifier(AttestVerifier):
+class CountingVerifier(Verifier):
     """The real verifier, counting the quote signatures it checks: one per ``appraise`` (the
     host's own AK) and one per ``signed_by`` (another host's AK)."""
 

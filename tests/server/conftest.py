@@ -23,6 +23,7 @@ import anyio
 import httpx
 import pytest
 
+from hostseal.client.wire import EvidenceIn, SecureConfig
 from hostseal.server import create_app
 from hostseal.server.clock import FixedClock
 from hostseal.server.context import ServerContext
@@ -141,18 +142,17 @@ class Server:
         pcrs = challenge.get("pcrs", list(range(8)))
         attest, signature, values = tpm.quote(bytes.fromhex(nonce), pcrs, **quote_kw)
         log = eventlog if eventlog is not None else tpm.eventlog
-        body: dict[str, Any] = {
-            "nonce": nonce,
-            "challenge": challenge.get("challenge", ""),
-            "quote": b64(attest),
-            "signature": b64(signature),
-            "pcrs": {b: {str(i): v.hex() for i, v in vs.items()} for b, vs in values.items()},
-            "eventlog": b64(log),
-            "secure_config": secure_config,
-        }
-        if send_digest:
-            body.update(eventlog=None, eventlog_sha256=hashlib.sha256(log).hexdigest())
-        return self.api.post("/v1/attest/evidence", token=agent, json=body)
+        body = EvidenceIn.of_quote(
+            nonce=nonce,
+            challenge=challenge.get("challenge", ""),
+            quote=attest,
+            signature=signature,
+            pcrs=values,
+            eventlog=None if send_digest else log,
+            eventlog_sha256=hashlib.sha256(log).hexdigest() if send_digest else None,
+            secure_config=SecureConfig.model_validate(secure_config) if secure_config else None,
+        )
+        return self.api.post("/v1/attest/evidence", token=agent, json=body.model_dump(mode="json"))
 
     def attest(self, agent: str, tpm: SoftTpm, **kw: Any) -> dict[str, Any]:
         response = self.evidence(agent, tpm, **kw)

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
+from hostseal.client.wire import EvidenceIn, SecureConfig
 from hostseal.secureconfig.recoverykey import RecoveryKey
 from hostseal.server.clock import FixedClock
 from hostseal.server.serverkey import load_or_create
 from hostseal.server.settings import ServerSettings
 
 from ._softtpm import SoftTpm
-from .conftest import Server, b64, make_server
+from .conftest import Server, make_server
 
 
 def kcv(key: RecoveryKey) -> str:
@@ -351,16 +352,16 @@ def test_keys_reported_with_a_quote_that_does_not_verify_are_not_escrowed(
     attest, signature, values = tpm.quote(bytes.fromhex(nonce), challenge["pcrs"])
     broken = bytearray(signature)
     broken[-1] ^= 0x01
-    body = {
-        "nonce": nonce,
-        "challenge": challenge["challenge"],
-        "quote": b64(attest),
-        "signature": b64(bytes(broken)),
-        "pcrs": {b: {str(i): v.hex() for i, v in vs.items()} for b, vs in values.items()},
-        "eventlog": b64(tpm.eventlog),
-        "secure_config": tpm_mode(planted),
-    }
-    refused = server.api.post("/v1/attest/evidence", token=agent, json=body)
+    body = EvidenceIn.of_quote(
+        nonce=nonce,
+        challenge=challenge["challenge"],
+        quote=attest,
+        signature=bytes(broken),
+        pcrs=values,
+        eventlog=tpm.eventlog,
+        secure_config=SecureConfig.model_validate(tpm_mode(planted)),
+    )
+    refused = server.api.post("/v1/attest/evidence", token=agent, json=body.model_dump(mode="json"))
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"] == "QuoteSignatureInvalid"
 

@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 
 from _service import Live, hostseal, live_service
+from hostseal.client.wire import EvidenceIn, RecoveryKeyCheck, SecureConfig
 from hostseal.secureconfig.recoverykey import RecoveryKey, key_check_value
 
 from ._softtpm import SoftTpm
@@ -84,28 +85,26 @@ def _enrol_and_attest(live: Live, tpm: SoftTpm, key: RecoveryKey) -> str:
     with live.http(agent) as client:
         challenge = client.post("/v1/attest/challenge", json={}).json()
         attest, signature, values = tpm.quote(bytes.fromhex(challenge["nonce"]), challenge["pcrs"])
-        verdict = client.post(
-            "/v1/attest/evidence",
-            json={
-                "nonce": challenge["nonce"],
-                "challenge": challenge["challenge"],
-                "quote": _b64(attest),
-                "signature": _b64(signature),
-                "pcrs": {b: {str(i): v.hex() for i, v in vs.items()} for b, vs in values.items()},
-                "eventlog": _b64(tpm.eventlog),
-                "secure_config": {
-                    "mode": "TPM",
-                    "require_secure_boot": True,
-                    "require_exec_installed_only": False,
-                    "recovery_key_checks": [
-                        {
-                            "recovery_id": key.formatted_id,
-                            "kcv": key_check_value(key.recovery_id, key.secret),
-                        }
-                    ],
-                },
-            },
-        ).json()
+        evidence = EvidenceIn.of_quote(
+            nonce=challenge["nonce"],
+            challenge=challenge["challenge"],
+            quote=attest,
+            signature=signature,
+            pcrs=values,
+            eventlog=tpm.eventlog,
+            secure_config=SecureConfig(
+                mode="TPM",
+                require_secure_boot=True,
+                require_exec_installed_only=False,
+                recovery_key_checks=[
+                    RecoveryKeyCheck(
+                        recovery_id=key.formatted_id,
+                        kcv=key_check_value(key.recovery_id, key.secret),
+                    )
+                ],
+            ),
+        )
+        verdict = client.post("/v1/attest/evidence", json=evidence.model_dump(mode="json")).json()
         assert verdict["status"] == "Warning"
     return agent
 

@@ -12,7 +12,7 @@ import pytest
 
 from hostseal.keyprovider import AttestationGate, HttpVerdictSource, KeyReleaseRefused
 from hostseal.server import scheduler
-from hostseal.server.http.web import facts
+from hostseal.server.http.web import hostrows
 from hostseal.server.settings import ServerSettings
 
 from ._softtpm import SoftTpm
@@ -91,7 +91,7 @@ def test_a_silent_host_is_not_reporting_gets_an_alarm_and_no_key(
     )
     assert server.audit(action="host.not-reporting")[0]["host"] == "host1"
     with server.ctx.sessions() as session:  # the dashboard's row
-        [row] = facts.host_rows(session)
+        [row] = hostrows.host_rows(session)
     assert (row.status, row.state.word) == ("not-reporting", "Not reporting")
     assert row.message == (
         f"No attestation since {last:%Y-%m-%d %H:%M} UTC: the host stopped reporting"

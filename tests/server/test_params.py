@@ -92,8 +92,8 @@ def test_the_schema_name_rule_is_the_enrolment_rule(name: str) -> None:
     """One rule for host names: the API's parameters refuse what enrolment refuses."""
     from pydantic import TypeAdapter, ValidationError
 
-    from hostseal.server.enrol import check_name
     from hostseal.server.errors import Unprocessable
+    from hostseal.server.hostnames import check_name
     from hostseal.server.http.api.schemas import HostName
 
     try:

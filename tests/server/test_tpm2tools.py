@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hostseal import lab
+from hostseal.client.wire import EvidenceIn
 from hostseal.lab import BootConfig, LabHost
 
 from .conftest import Server
@@ -150,21 +151,17 @@ def attest(server: Server, tools: Tools, host: LabHost, agent: str) -> dict[str,
     )
     tools("tpm2_pcrread", selection, "-o", "pcrs.bin")
     raw = tools.read("pcrs.bin")
-    pcrs = {
-        str(p): raw[i * 32 : (i + 1) * 32].hex() for i, p in enumerate(sorted(challenge["pcrs"]))
-    }
+    pcrs = {p: raw[i * 32 : (i + 1) * 32] for i, p in enumerate(sorted(challenge["pcrs"]))}
+    evidence = EvidenceIn.of_quote(
+        nonce=challenge["nonce"],
+        challenge=challenge["challenge"],
+        quote=tools.read("quote.msg"),
+        signature=tools.read("quote.sig"),
+        pcrs={challenge["bank"]: pcrs},
+        eventlog=host.eventlog.read_bytes(),
+    )
     response = server.api.post(
-        "/v1/attest/evidence",
-        token=agent,
-        json={
-            "nonce": challenge["nonce"],
-            "challenge": challenge["challenge"],
-            "quote": b64(tools.read("quote.msg")),
-            "signature": b64(tools.read("quote.sig")),
-            "pcrs": {challenge["bank"]: pcrs},
-            "eventlog": b64(host.eventlog.read_bytes()),
-            "secure_config": None,
-        },
+        "/v1/attest/evidence", token=agent, json=evidence.model_dump(mode="json")
     )
     assert response.status_code == 200, response.text
     data: dict[str, object] = response.json()

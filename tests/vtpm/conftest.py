@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from hostseal import vtpm
+from hostseal.attest import EkCertificate, TrustStore, verify_ek_certificate
 from hostseal.keyprovider import ProviderStore, _crypto
 from hostseal.tpm import Tpm, open_tpm
 from hostseal.vtpm import VtpmDirs
+from hostseal.vtpm import ca as vtpm_ca
 
 PASSWORD = b"correct horse battery staple"
 
@@ -70,3 +73,11 @@ def guest(dirs: VtpmDirs, providers: ProviderStore, name: str) -> Iterator[Tpm]:
             yield tpm
     finally:
         vtpm.stop(dirs, name)
+
+
+def verify_vtpm_ek(der: bytes, ca_dir: Path) -> EkCertificate:
+    """Verify a vTPM's EK certificate as the attestation service would: with attest's one EK
+    certificate reader, against a trust store of this vTPM CA (its root the anchor)."""
+    certificates = [c.public_bytes(Encoding.DER) for c in vtpm_ca.chain(ca_dir)]
+    store = TrustStore.from_bytes(certificates[-1:], certificates[:-1], location=str(ca_dir))
+    return verify_ek_certificate(der, store)

@@ -11,9 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from hostseal import vtpm
+from hostseal.attest import EkCertificateUntrusted
 from hostseal.keyprovider import ProviderStore
 from hostseal.vtpm import VtpmDirs
 from hostseal.vtpm import ca as vtpm_ca
+
+from .conftest import verify_vtpm_ek
 
 pytestmark = pytest.mark.swtpm
 
@@ -65,15 +68,16 @@ def test_own_intermediate_ca(dirs: VtpmDirs, providers: ProviderStore) -> None:
     record = vtpm.create(dirs, providers, "vm1")
     der = record.ek_certificate("rsa")
     assert der is not None
-    ek = vtpm_ca.verify_ek_certificate(der, dirs.ca)
-    assert ek.issuer == issuing.subject
+    ek = verify_vtpm_ek(der, dirs.ca)
+    assert ek.issuer == "CN=Example Corp vTPM CA"
+    assert ek.chain == ("CN=Example Corp vTPM CA", "CN=Example Corp Root CA")
     issuing.verify_directly_issued_by(root)
 
     other_root_key = ec.generate_private_key(ec.SECP384R1())
     stranger = _cert("Stranger", other_root_key)
     (dirs.ca / "chain.pem").write_bytes(_pem(stranger))
-    with pytest.raises(vtpm.CaError, match="is not issued by CN=Stranger"):
-        vtpm_ca.verify_ek_certificate(der, dirs.ca)
+    with pytest.raises(EkCertificateUntrusted):
+        verify_vtpm_ek(der, dirs.ca)
 
 
 def test_import_refuses_what_cannot_be_a_ca(dirs: VtpmDirs, providers: ProviderStore) -> None:

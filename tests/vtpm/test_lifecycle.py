@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hostseal import swtpmproc, vtpm
 from hostseal.keyprovider import ProviderStore
 from hostseal.tpm import open_tpm, seal
 from hostseal.vtpm import VtpmDirs, swtpm
-from hostseal.vtpm import ca as vtpm_ca
 
-from .conftest import guest
+from .conftest import guest, verify_vtpm_ek
 
 pytestmark = pytest.mark.swtpm
 
@@ -58,8 +57,8 @@ def test_create_start_use_stop_remove(dirs: VtpmDirs, providers: ProviderStore) 
     ek_key = ek_cert.public_key()
     assert isinstance(ek_key, rsa.RSAPublicKey)
     assert ek_key.public_numbers().n.to_bytes(256, "big") in ek_public
-    vtpm_ca.verify_ek_certificate(ek_der, dirs.ca)
-    vtpm_ca.verify_ek_certificate(ecc_der, dirs.ca)
+    assert isinstance(verify_vtpm_ek(ek_der, dirs.ca).public_key, rsa.RSAPublicKey)
+    assert isinstance(verify_vtpm_ek(ecc_der, dirs.ca).public_key, ec.EllipticCurvePublicKey)
     assert ek_der == record.ek_certificate("rsa")
     assert len(platform_cert) > 100  # an attribute certificate from the same CA
 

@@ -10,7 +10,7 @@ import pytest
 
 from hostseal import lab
 from hostseal.agent import Agent, AgentConfig
-from hostseal.server.client import ApiError
+from hostseal.client.http import ApiError
 
 from .conftest import WebFleet, login, screenshot
 

@@ -1,11 +1,15 @@
-"""The dashboard's pieces without a browser: session cookies, the fleet chart, filters."""
+"""The dashboard's pieces without a browser: session cookies, the fleet chart, filters, the TPM
+vendor and kind read from every EK certificate of the corpus."""
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from hostseal.server.http.web import chart, facts
+import pytest
+
+from hostseal.server.http.web import chart, hostrows
 from hostseal.server.http.web.session import LIFETIME, Sessions, WebSession, local_path
 from hostseal.server.serverkey import ServerKey
 
@@ -66,11 +70,11 @@ def test_host_timeline_marks_each_verdict_with_a_symbol() -> None:
     assert timeline.description.endswith("Latest: Failed.")
 
 
-def _row(name: str, status: str, message: str = "") -> facts.HostRow:
-    return facts.HostRow(
+def _row(name: str, status: str, message: str = "") -> hostrows.HostRow:
+    return hostrows.HostRow(
         name=name,
         status=status,
-        state=facts.status_of(status),
+        state=hostrows.status_of(status),
         message=message,
         messages=[message] if message else [],
         last_attested_at=None,
@@ -79,7 +83,7 @@ def _row(name: str, status: str, message: str = "") -> facts.HostRow:
         secure_boot="On",
         mode="TPM",
         requirements=[],
-        escrow=facts.ESCROW["complete"],
+        escrow=hostrows.ESCROW["complete"],
         escrow_detail="",
         alarms=0,
         search=f"{name} {message}".lower(),
@@ -89,9 +93,46 @@ def _row(name: str, status: str, message: str = "") -> facts.HostRow:
 def test_hosts_filter_and_sort_with_the_urgent_first() -> None:
     rows = [_row("b", "passed"), _row("a", "failed", "Host secure boot was disabled")]
     rows.append(_row("c", "warning"))
-    by_status = facts.filter_and_sort(rows, status="", text="", sort="status", descending=False)
+    by_status = hostrows.filter_and_sort(rows, status="", text="", sort="status", descending=False)
     assert [r.name for r in by_status] == ["a", "c", "b"]
-    problems = facts.filter_and_sort(rows, status="problems", text="", sort="name", descending=True)
+    problems = hostrows.filter_and_sort(
+        rows, status="problems", text="", sort="name", descending=True
+    )
     assert [r.name for r in problems] == ["c", "a"]
-    found = facts.filter_and_sort(rows, status="", text="SECURE", sort="name", descending=False)
+    found = hostrows.filter_and_sort(rows, status="", text="SECURE", sort="name", descending=False)
     assert [r.name for r in found] == ["a"]
+
+
+# Every EK certificate of the corpus, as the dashboard shows its TPM: (vendor ID, kind), or None
+# when the certificate names no vendor (Google's PCA certificates carry no TPM manufacturer).
+EK_CERTIFICATES = {
+    "keylime/derived/st_sha256_with_rsa_der.der": ("STM", "discrete"),  # 0xFF NV padding
+    "keylime/derived/st_ecdsa_sha256_der.der": ("STM", "discrete"),
+    # non-DER SET ordering in the issuer name
+    "keylime/derived/nuvoton_NPCT75x_ek_leaf_malformed_from_test_certificate_modeltype.der": (
+        "NTC",
+        "discrete",
+    ),
+    # an explicit critical=FALSE
+    "smallstep-crypto/derived/intel_ptt_rsa_ek_cert_from_ekop.der": ("INTC", "firmware"),
+    **{
+        f"go-tpm-tools/internal/test/certificates/{ca}_tpm_{alg}_{use}_cert.pem": (
+            ("GOOG", "virtual") if ca == "uca" else None
+        )
+        for ca in ("uca", "pca")
+        for alg in ("rsa", "ecc")
+        for use in ("enc", "sign")
+    },
+}
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", list(EK_CERTIFICATES))
+def test_dashboard_reads_the_tpm_of_every_corpus_ek_certificate(corpus: Path, path: str) -> None:
+    assert hostrows.tpm_from_certificate((corpus / path).read_bytes()) == EK_CERTIFICATES[path]
+
+
+def test_dashboard_shows_no_tpm_for_a_missing_or_unreadable_certificate() -> None:
+    assert hostrows.tpm_from_certificate(None) is None
+    assert hostrows.tpm_from_certificate(b"") is None
+    assert hostrows.tpm_from_certificate(b"\x30\x03\x02\x01") is None

@@ -21,26 +21,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
 from hostseal.agent.state import AgentState
+from hostseal.client.http import ApiError, Client, tls_verify
+from hostseal.client.transport import check_server_url
+from hostseal.client.wire import (
+    ChallengeOut,
+    EnrolFinish,
+    EnrolFinished,
+    EnrolStart,
+    EnrolStarted,
+    EscrowIn,
+    EscrowKey,
+    EscrowOut,
+    EvidenceIn,
+    RecoveryKeyCheck,
+    SecureConfig,
+    VerdictOut,
+    b64,
+)
 from hostseal.errors import HostsealError
 from hostseal.secureconfig import manager
 from hostseal.secureconfig.recoverykey import key_check_value
 from hostseal.secureconfig.store import NoBundle, Reader
-from hostseal.server.client import ApiError, Client, tls_verify
 from hostseal.tpm import Tpm, open_tpm
 from hostseal.tpm.attestation import AkUnavailable, activate_credential, create_ak, quote
-from hostseal.transport import check_server_url
 
 log = logging.getLogger("hostseal.agent")
 # the server's answers when this TPM is not the one enrolled under the name (docs/api.md)
 _HELD = ("TpmChangeRequested", "TpmChangeRejected", "TooManyTpmChangeRequests")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class AgentConfig:
     state_dir: Path
     interval: float = 300.0
     escrow: bool = True  # upload recovery keys to the service when they change
-    allow_plain_http_loopback: bool = False  # development only (hostseal.transport)
+    allow_plain_http_loopback: bool = False  # development only (hostseal.client.transport)
     # a file holding an enrolment token (a server with HOSTSEAL_SERVER_ENROLMENT=token)
     enrolment_token_file: Path | None = None
 
@@ -110,32 +122,23 @@ class Agent:
             ek_public = tpm.ek_public(kind)
             client = self._client(None)
             try:
-                started = client.call(
-                    "POST",
-                    "/v1/enrol/start",
-                    body={
-                        "name": self.config.name,
-                        "ek_public": _b64(ek_public),
-                        "ek_certificate": _b64(cert) if cert else None,
-                        "ak_public": _b64(ak.public),
-                        "enrolment_token": enrolment_token,
-                    },
+                start = EnrolStart(
+                    name=self.config.name,
+                    ek_public=b64(ek_public),
+                    ek_certificate=b64(cert) if cert else None,
+                    ak_public=b64(ak.public),
+                    enrolment_token=enrolment_token,
                 )
+                started = client.send("POST", "/v1/enrol/start", start, EnrolStarted)
                 secret = activate_credential(
                     tpm,
                     ak,
                     kind,
-                    base64.b64decode(started["credential_blob"]),
-                    base64.b64decode(started["encrypted_secret"]),
+                    base64.b64decode(started.credential_blob),
+                    base64.b64decode(started.encrypted_secret),
                 )
-                finished = client.call(
-                    "POST",
-                    "/v1/enrol/finish",
-                    body={
-                        "enrolment_id": started["enrolment_id"],
-                        "secret": _b64(secret),
-                    },
-                )
+                finish = EnrolFinish(enrolment_id=started.enrolment_id, secret=b64(secret))
+                finished = client.send("POST", "/v1/enrol/finish", finish, EnrolFinished)
             except ApiError as err:
                 if err.kind in _HELD:
                     # another TPM is enrolled under this name: an operator must decide
@@ -144,12 +147,12 @@ class Agent:
             finally:
                 client.close()
         self.state.save_ak(ak, kind)
-        self.state.save_token(str(finished["agent_token"]))
-        log.info("enrolled as %s: %s", self.config.name, finished.get("status"))
-        return str(finished.get("status", "enrolled"))
+        self.state.save_token(finished.agent_token)
+        log.info("enrolled as %s: %s", self.config.name, finished.status)
+        return finished.status
 
     # -- attestation -------------------------------------------------------------------------
-    def _secure_config(self) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    def _secure_config(self) -> tuple[SecureConfig | None, list[EscrowKey]]:
         """The sealed configuration's status with a KCV per recovery slot, and the keys to
         escrow when the slots changed since the last escrow."""
         ctx = manager.HostContext(self.config.tcti, self.config.eventlog, self.config.bootbank)
@@ -159,7 +162,7 @@ class Agent:
             return None, []
         ids = [str(i) for i in status["recovery_key_ids"]]  # type: ignore[attr-defined]
         escrowed = self.state.escrowed()
-        to_escrow: list[tuple[str, str]] = []
+        to_escrow: list[EscrowKey] = []
         if self.config.escrow and set(ids) != set(escrowed):
             # Audited in the bootbank's audit log as the agent's read, not a person's.
             where = urlsplit(self.config.server)
@@ -167,14 +170,14 @@ class Agent:
                 ctx, f"escrow to {where.scheme}://{where.netloc.rpartition('@')[2]}", Reader.AGENT
             )
             escrowed = {k.formatted_id: key_check_value(k.recovery_id, k.secret) for k in keys}
-            to_escrow = [(k.formatted_id, k.formatted_key) for k in keys]
-        checks = [{"recovery_id": i, "kcv": escrowed[i]} for i in ids if i in escrowed]
-        return {
-            "mode": status["mode"],
-            "require_secure_boot": status["require_secure_boot"],
-            "require_exec_installed_only": status["require_exec_installed_only"],
-            "recovery_key_checks": checks,
-        }, to_escrow
+            to_escrow = [EscrowKey(recovery_id=k.formatted_id, key=k.formatted_key) for k in keys]
+        checks = [RecoveryKeyCheck(recovery_id=i, kcv=escrowed[i]) for i in ids if i in escrowed]
+        return SecureConfig(
+            mode=str(status["mode"]),
+            require_secure_boot=bool(status["require_secure_boot"]),
+            require_exec_installed_only=bool(status["require_exec_installed_only"]),
+            recovery_key_checks=checks,
+        ), to_escrow
 
     def attest_once(self) -> AttestOutcome:
         """Enrol if needed, then one attestation (and escrow when keys changed)."""
@@ -186,11 +189,11 @@ class Agent:
         ak, _ = loaded
         client = self._client(self.state.token())
         try:
-            challenge = client.call("POST", "/v1/attest/challenge", body={})
-            nonce = bytes.fromhex(challenge["nonce"])
+            challenge = client.send("POST", "/v1/attest/challenge", None, ChallengeOut)
+            nonce = bytes.fromhex(challenge.nonce)
             with open_tpm(self.config.tcti) as tpm:
                 try:
-                    evidence = quote(tpm, ak, nonce, challenge["bank"], challenge["pcrs"])
+                    quoted = quote(tpm, ak, nonce, challenge.bank, challenge.pcrs)
                 except AkUnavailable:
                     log.warning("the AK no longer loads (TPM replaced or cleared): enrolling again")
                     self.state.forget_enrolment()
@@ -200,39 +203,39 @@ class Agent:
             except OSError:
                 eventlog = b""
             secure_config, to_escrow = self._secure_config()
-            body = {
-                "nonce": challenge["nonce"],
-                "challenge": challenge.get("challenge", ""),
-                "quote": _b64(evidence.attest),
-                "signature": _b64(evidence.signature),
-                "pcrs": {evidence.bank: {str(p): v.hex() for p, v in evidence.pcrs.items()}},
-                "eventlog": _b64(eventlog) if eventlog else None,
-                "secure_config": secure_config,
-            }
+            evidence = EvidenceIn.of_quote(
+                nonce=challenge.nonce,
+                challenge=challenge.challenge,
+                quote=quoted.attest,
+                signature=quoted.signature,
+                pcrs={quoted.bank: quoted.pcrs},
+                eventlog=eventlog or None,
+                secure_config=secure_config,
+            )
             digest = hashlib.sha256(eventlog).hexdigest() if eventlog else None
-            if digest is not None and challenge.get("eventlog_sha256") == digest:
+            if digest is not None and challenge.eventlog_sha256 == digest:
                 # the server holds this boot's log already: send its digest, not 50 KB again
-                body.update(eventlog=None, eventlog_sha256=digest)
-            try:
-                verdict = client.call("POST", "/v1/attest/evidence", body=body)
-            except ApiError as err:
-                if err.kind != "EventLogUnknown" or body["eventlog"] is not None:
-                    raise
-                # the server's copy changed meanwhile: the same quote with the log itself
-                body.update(eventlog=_b64(eventlog), eventlog_sha256=None)
-                verdict = client.call("POST", "/v1/attest/evidence", body=body)
+                known = evidence.model_copy(update={"eventlog": None, "eventlog_sha256": digest})
+                try:
+                    verdict = client.send("POST", "/v1/attest/evidence", known, VerdictOut)
+                except ApiError as err:
+                    if err.kind != "EventLogUnknown":
+                        raise
+                    # the server's copy changed meanwhile: the same quote with the log itself
+                    verdict = client.send("POST", "/v1/attest/evidence", evidence, VerdictOut)
+            else:
+                verdict = client.send("POST", "/v1/attest/evidence", evidence, VerdictOut)
             escrowed = 0
             if to_escrow:
-                keys = [{"recovery_id": i, "key": k} for i, k in to_escrow]
-                client.call("POST", "/v1/escrow", body={"keys": keys})
+                client.send("POST", "/v1/escrow", EscrowIn(keys=to_escrow), EscrowOut)
                 escrowed = len(to_escrow)
                 if secure_config is not None:
                     self.state.save_escrowed(
-                        {c["recovery_id"]: c["kcv"] for c in secure_config["recovery_key_checks"]}
+                        {c.recovery_id: c.kcv for c in secure_config.recovery_key_checks}
                     )
         finally:
             client.close()
-        return AttestOutcome(str(verdict["status"]), list(verdict.get("messages", [])), escrowed)
+        return AttestOutcome(verdict.status, list(verdict.messages), escrowed)
 
     def run(self, *, once: bool = False, sleep: Callable[[float], None] = time.sleep) -> None:
         """Attest now and then every ``interval`` seconds; on errors retry with backoff."""
@@ -240,7 +243,8 @@ class Agent:
         while True:
             try:
                 outcome = self.attest_once()
-            except (HostsealError, OSError) as err:
+            except (HostsealError, OSError, ValidationError) as err:
+                # ValidationError: what this host would send is past a bound of the wire model
                 if once:
                     raise
                 if isinstance(err, ApiError) and err.status == 401:

@@ -1,6 +1,9 @@
 """Attestation, pure: evidence in, a result or an :class:`AttestError` out.
 
-No files, sockets, database or TPM here (and no tpm2-pytss: TPM structures are parsed by hand).
+Every module here is pure: no files, sockets, database or TPM (and no tpm2-pytss: TPM
+structures are parsed by hand). Callers load what is on disk -- event logs, the TPM CA trust
+store (:mod:`hostseal.truststore`), tpm2-tools files (read from bytes by
+:mod:`~hostseal.attest.tpm2tools`); :func:`make_credential`'s randomness is a parameter.
 
 >>> ak = load_ak_public(ak_pub)                                            # doctest: +SKIP
 >>> verify_quote(ak, attest, signature, nonce=nonce, pcrs={"sha256": {0: v0, 7: v7}},
@@ -11,7 +14,9 @@ from hostseal.attest.credential import make_credential
 from hostseal.attest.ekcert import (
     DEFAULT_TPM_CA_DIR,
     EkCertificate,
+    StoreSource,
     TrustStore,
+    read_ek_certificate,
     verify_ek_certificate,
 )
 from hostseal.attest.errors import (
@@ -42,7 +47,7 @@ from hostseal.attest.quote import (
     verify_quote,
     verify_signed_quote,
 )
-from hostseal.attest.tpm2b import (
+from hostseal.attest.tpm_structures import (
     Attest,
     ClockInfo,
     PcrSelection,
@@ -81,6 +86,7 @@ __all__ = [
     "QuoteSignatureInvalid",
     "ReferencePolicy",
     "Signature",
+    "StoreSource",
     "TpmPublic",
     "TrustStore",
     "TrustStoreInvalid",
@@ -95,6 +101,7 @@ __all__ = [
     "parse_quote",
     "parse_signature",
     "pcr_digest",
+    "read_ek_certificate",
     "verify_ek_certificate",
     "verify_quote",
     "verify_signed_quote",

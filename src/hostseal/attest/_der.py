@@ -21,7 +21,6 @@ OID = 0x06
 BOOLEAN = 0x01
 UTC_TIME = 0x17
 GENERALIZED_TIME = 0x18
-MAX_DEPTH = 32
 
 
 class DerError(ValueError):
@@ -162,13 +161,6 @@ def text(element: Element) -> str:
     if element.tag == 0x14:  # T61String: Latin-1 in practice
         return element.value.decode("latin-1")
     return element.value.decode("utf-8", "replace")
-
-
-def encode_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
 
 
 def sorted_set_of(elements: list[Element]) -> bool:

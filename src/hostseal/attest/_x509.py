@@ -142,10 +142,6 @@ class Certificate:
         return hashlib.sha256(self.der).hexdigest()
 
     @property
-    def self_issued(self) -> bool:
-        return self.issuer.key == self.subject.key
-
-    @property
     def may_sign_certificates(self) -> bool:
         """A CA per basicConstraints, with keyCertSign if it has a keyUsage extension."""
         if not self.is_ca:

@@ -11,11 +11,13 @@ falls from a log parse and replay to about one signature check.
 
 :func:`appraisal_key` binds the four inputs (policy digest, selection, pcrDigest with its hash,
 event log SHA-256) in one SHA-256. A caller keeps the key and outcome of a host's last full
-appraisal (:class:`Judged`) and passes it back; on any difference the evidence is appraised in
-full. Reuse never skips a check of the quote itself (its signature by the AK, its nonce): only
-then is the key computed from what the TPM signed. The PCR values presented with the quote are
-checked against its pcrDigest only when the evidence is appraised in full: on reuse they are
-not needed (the judged values hashed to that same signed digest).
+appraisal (:class:`Judged`) and passes it back; on any difference the evidence is appraised in full.
+A caller that holds the log and sends only its digest first asks without the log: when the judgement
+cannot be reused, :class:`EventLogUnavailable` says the log is needed, and the caller asks again
+with its bytes. Reuse never skips a check of the quote itself (its signature by the AK, its nonce):
+only then is the key computed from what the TPM signed. The PCR values presented with the quote are
+checked against its pcrDigest only when the evidence is appraised in full: on reuse they are not
+needed (the judged values hashed to that same signed digest).
 
 >>> a = appraise(ak, attest, sig, nonce=n, pcrs=values, policy=p, eventlog=log)  # doctest: +SKIP
 >>> b = appraise(ak, attest2, sig2, nonce=n2, pcrs=values, policy=p,
@@ -29,15 +31,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hostseal.attest.errors import QuoteEventLogMismatch
 from hostseal.attest.policy import ReferencePolicy
 from hostseal.attest.quote import Quote, check_pcr_values, verify_signed_quote
-from hostseal.attest.tpm2b import PcrSelection
+from hostseal.attest.tpm_structures import PcrSelection
 from hostseal.attest.tpmkey import AkPublic
-from hostseal.attest.verdict import Verdict, evaluate
+from hostseal.attest.verdict import Verdict, VerdictStatus, evaluate
 from hostseal.errors import HostsealError
 from hostseal.measure import EventLog, compare_pcrs, parse_event_log
 
@@ -53,7 +55,7 @@ class Judged:
     """A host's last full appraisal: its :func:`appraisal_key` and its outcome."""
 
     key: str
-    status: str
+    status: VerdictStatus
     messages: tuple[str, ...]
 
 
@@ -61,11 +63,12 @@ class Judged:
 class Appraisal:
     """The outcome of :func:`appraise`. ``verdict`` is the policy's full verdict (findings
     included) and ``pcrs`` the verified PCR values when the evidence was appraised in full;
-    None and empty when a judgement was reused (the values are the judged ones)."""
+    None and empty when a judgement was reused (the values are the judged ones). ``key`` is
+    None for a quote verified without a policy (nothing was judged: no judgement to reuse)."""
 
-    status: str
+    status: VerdictStatus
     messages: tuple[str, ...]
-    key: str
+    key: str | None
     quote: Quote
     pcrs: dict[str, dict[int, bytes]]
     eventlog_sha256: str | None
@@ -74,8 +77,8 @@ class Appraisal:
     reused: bool
 
     @property
-    def judged(self) -> Judged:
-        return Judged(self.key, self.status, self.messages)
+    def judged(self) -> Judged | None:
+        return Judged(self.key, self.status, self.messages) if self.key is not None else None
 
 
 def policy_digest(policy: ReferencePolicy) -> str:
@@ -116,24 +119,24 @@ def appraise(
     pcrs: Mapping[str, Mapping[int, bytes]],
     policy: ReferencePolicy,
     policy_sha256: str | None = None,
-    eventlog: bytes | Callable[[], bytes | None] | None = None,
+    eventlog: bytes | None = None,
     eventlog_sha256: str | None = None,
     judged: Judged | None = None,
 ) -> Appraisal:
     """Verify a quote (signature, nonce, PCR selection and digest) and judge it by ``policy``.
 
     ``policy_sha256`` is :func:`policy_digest` of ``policy`` when the caller has it already.
-    ``eventlog`` is the log's bytes, or a function that returns them (called only when the
-    evidence must be appraised in full), or None. ``eventlog_sha256`` names the log when its
-    bytes are not sent (computed from ``eventlog`` when they are). When ``judged`` holds the
-    same :func:`appraisal_key`, its outcome is returned (``reused``) without parsing the log.
-    Raises the :class:`~hostseal.attest.AttestError` of the first failed check,
+    ``eventlog`` is the log's bytes, or None. ``eventlog_sha256`` names the log when its bytes
+    are not given (computed from ``eventlog`` when they are). When ``judged`` holds the same
+    :func:`appraisal_key`, its outcome is returned (``reused``) without the log. Raises the
+    :class:`~hostseal.attest.AttestError` of the first failed check,
     :class:`~hostseal.measure.EventLogError` for an unparseable log, and
-    :class:`EventLogUnavailable` when a log named by digest cannot be had.
+    :class:`EventLogUnavailable` when the log is named by digest, not given, and needed (the
+    judgement cannot be reused): the caller that holds it asks again with its bytes.
     """
     quote, sig = verify_signed_quote(ak, attest, signature, nonce=nonce)
     digest = policy_sha256 if policy_sha256 is not None else policy_digest(policy)
-    raw = None if eventlog is None or callable(eventlog) else eventlog
+    raw = eventlog
     if raw is not None:
         computed = hashlib.sha256(raw).hexdigest()
         if eventlog_sha256 is not None and not hmac.compare_digest(computed, eventlog_sha256):
@@ -151,17 +154,6 @@ def appraise(
             judged.status, judged.messages, key, quote, {}, eventlog_sha256, None, None, True
         )
     values = check_pcr_values(quote, sig, pcrs)
-    if raw is None and callable(eventlog):
-        raw = eventlog()
-        if raw is None or (
-            eventlog_sha256 is not None
-            and not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), eventlog_sha256)
-        ):
-            raise EventLogUnavailable(
-                f"The evidence names the event log with SHA-256 {eventlog_sha256}, and that "
-                "log is not at hand.",
-                "Send the event log itself with the evidence.",
-            )
     log = None
     if raw is not None:
         log = parse_event_log(bytes(raw))
@@ -176,7 +168,7 @@ def appraise(
         )
     verdict = evaluate(policy, values, log)
     return Appraisal(
-        str(verdict.status),
+        verdict.status,
         tuple(verdict.messages),
         key,
         quote,

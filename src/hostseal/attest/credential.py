@@ -7,6 +7,11 @@ with the given name is loaded (TPM2_ActivateCredential). No TPM is needed on the
     blob, encrypted_secret = make_credential(ek_public, ak_name, secret)
     # ... host: TPM2_ActivateCredential(ak, ek, blob, encrypted_secret) -> secret
 
+The randomness (the seed, and the ephemeral ECDH key of an ECC EK) comes from ``random_bytes``,
+``os.urandom`` unless the caller passes another source: tests pass fixed bytes and compare the
+result with known-answer vectors. RSA-OAEP's own padding randomness stays inside
+``cryptography``; the RSA seed it protects is still the injected one.
+
 The recipe, per the specification:
 
 1. a random *seed* is protected with the EK: RSA-OAEP with the EK's name algorithm and the
@@ -26,6 +31,7 @@ from __future__ import annotations
 import hmac
 import os
 import struct
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -33,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from hostseal.attest._tpmpublic import TpmPublic, ek_public_key, parse_ek_public
 from hostseal.attest.errors import AkNameInvalid, EkPublicInvalid
-from hostseal.attest.tpm2b import (
+from hostseal.attest.tpm_structures import (
     ALG_AES,
     ALG_RSA,
     ATTR_DECRYPT,
@@ -51,6 +57,9 @@ INTEGRITY_LABEL = b"INTEGRITY"
 
 
 ALG_CFB = 0x0043
+
+RandomBytes = Callable[[int], bytes]
+"""A source of random bytes: called with a length, returns that many bytes (``os.urandom``)."""
 
 
 def _hash(name_alg: int) -> tuple[str, hashes.HashAlgorithm, int]:
@@ -149,11 +158,13 @@ def _check_name(ak_name: bytes) -> None:
     )
 
 
-def _protect_seed_rsa(ek: TpmPublic, seed_size: int) -> tuple[bytes, bytes]:
+def _protect_seed_rsa(
+    ek: TpmPublic, seed_size: int, random_bytes: RandomBytes
+) -> tuple[bytes, bytes]:
     _, algorithm, _ = _hash(ek.name_alg)
     key = ek_public_key(ek)
     assert isinstance(key, rsa.RSAPublicKey)
-    seed = os.urandom(seed_size)
+    seed = _random(random_bytes, seed_size)
     encrypted = key.encrypt(
         seed,
         padding.OAEP(
@@ -163,11 +174,13 @@ def _protect_seed_rsa(ek: TpmPublic, seed_size: int) -> tuple[bytes, bytes]:
     return seed, encrypted
 
 
-def _protect_seed_ecc(ek: TpmPublic, seed_size: int) -> tuple[bytes, bytes]:
+def _protect_seed_ecc(
+    ek: TpmPublic, seed_size: int, random_bytes: RandomBytes
+) -> tuple[bytes, bytes]:
     key = ek_public_key(ek)
     assert isinstance(key, ec.EllipticCurvePublicKey) and ek.ecc_params is not None
     _, curve_class, coordinate_size = CURVES[ek.ecc_params.curve]
-    ephemeral = ec.generate_private_key(curve_class())
+    ephemeral = _ephemeral_key(curve_class(), coordinate_size, random_bytes)
     z = ephemeral.exchange(ec.ECDH(), key)  # the shared point's x, padded to the field size
     numbers = ephemeral.public_key().public_numbers()
     x = numbers.x.to_bytes(coordinate_size, "big")
@@ -176,12 +189,43 @@ def _protect_seed_ecc(ek: TpmPublic, seed_size: int) -> tuple[bytes, bytes]:
     return seed, _tpm2b(x) + _tpm2b(y)  # TPMS_ECC_POINT
 
 
-def make_credential(ek_public: bytes, ak_name: bytes, secret: bytes) -> tuple[bytes, bytes]:
+def _random(random_bytes: RandomBytes, size: int) -> bytes:
+    data = bytes(random_bytes(size))
+    if len(data) != size:
+        raise ValueError(f"the random source returned {len(data)} bytes, {size} were asked for")
+    return data
+
+
+def _ephemeral_key(
+    curve: ec.EllipticCurve, coordinate_size: int, random_bytes: RandomBytes
+) -> ec.EllipticCurvePrivateKey:
+    """An ephemeral private key whose scalar is drawn from ``random_bytes`` (drawn again in the
+    rare case the bytes are not a valid scalar: zero, or not below the curve's order)."""
+    for _ in range(64):
+        scalar = int.from_bytes(_random(random_bytes, coordinate_size), "big")
+        if scalar == 0:
+            continue
+        try:
+            return ec.derive_private_key(scalar, curve)
+        except ValueError:  # not below the order
+            continue
+    raise ValueError("the random source gave no valid ECC scalar in 64 draws")
+
+
+def make_credential(
+    ek_public: bytes,
+    ak_name: bytes,
+    secret: bytes,
+    *,
+    random_bytes: RandomBytes = os.urandom,
+) -> tuple[bytes, bytes]:
     """Protect ``secret`` for the TPM holding ``ek_public``, bound to the AK named ``ak_name``.
 
     ``ek_public`` is the EK's TPM2B_PUBLIC (or TPMT_PUBLIC), RSA or ECC; ``ak_name`` the AK's TPM
     name; ``secret`` at most as long as a digest of the EK's name algorithm (32 bytes for the
-    standard EKs). Returns the marshalled TPM2B_ID_OBJECT (credentialBlob) and
+    standard EKs); ``random_bytes`` the source of the seed and of the ephemeral ECDH key
+    (``os.urandom``; a fixed source makes the result reproducible for known-answer tests).
+    Returns the marshalled TPM2B_ID_OBJECT (credentialBlob) and
     TPM2B_ENCRYPTED_SECRET, as TPM2_ActivateCredential takes them.
 
     Raises :class:`EkPublicInvalid` when the EK public area is malformed or is not a storage key
@@ -198,7 +242,7 @@ def make_credential(ek_public: bytes, ak_name: bytes, secret: bytes) -> tuple[by
             f"({hash_name} name algorithm), got {len(secret)}"
         )
     protect = _protect_seed_rsa if ek.type == ALG_RSA else _protect_seed_ecc
-    seed, encrypted_seed = protect(ek, digest_size)
+    seed, encrypted_seed = protect(ek, digest_size, random_bytes)
 
     sym_key = kdfa(ek.name_alg, seed, STORAGE_LABEL, ak_name, b"", ek.sym_key_bits)
     enc_identity = aes_cfb_encrypt(sym_key, _tpm2b(bytes(secret)))

@@ -4,7 +4,7 @@ A TPM vendor certifies each TPM's endorsement key (EK) when it makes the chip; t
 sits in the TPM's NV memory (``tpm2_getekcertificate``). :func:`verify_ek_certificate` checks it
 against a :class:`TrustStore` of vendor CA certificates::
 
-    store = TrustStore.from_paths("/etc/hostseal/tpm-ca")
+    store = TrustStore.from_bytes([vendor_root_pem], [vendor_intermediate_der])
     ek = verify_ek_certificate(cert_der, store, ek_public=ek_tpm2b_public)
     ek.vendor, ek.model, ek.chain       # "INTC", "SPT", ("C=US, ..., CN=www.intel.com", ...)
 
@@ -14,13 +14,16 @@ are CAs; no critical extension hostseal does not understand; and, given ``ek_pub
 certificate's key is the EK's. Vendor certificates that break DER (Nuvoton, Intel PTT) or carry
 NV padding are read anyway, their signatures checked over the bytes as signed
 (:mod:`hostseal.attest._x509`); :attr:`EkCertificate.quirks` lists the departures.
+:func:`read_ek_certificate` reads what a certificate says (vendor, model) without verifying it,
+for display: it is hostseal's one EK-certificate reader.
 
-Trust store: PEM/DER files or directories of them; certificates under an ``intermediates``
-sub-directory (or given as ``intermediates=``) only help build chains, all others are trust
-anchors -- a chain may end at any anchor, root or not, as with keylime's ``tpm_cert_store``.
-hostseal ships no vendor certificates: the default store (:data:`DEFAULT_TPM_CA_DIR`) starts
-empty and verifying against it fails, saying where to get vendor CA bundles. Only
-:meth:`TrustStore.from_paths` reads files; everything else works on bytes.
+Trust store: certificate bytes (PEM with any number of certificates, or one DER certificate),
+each a trust anchor or an intermediate that only helps build chains -- a chain may end at any
+anchor, root or not, as with keylime's ``tpm_cert_store``. Nothing here reads files: the caller
+loads them (:mod:`hostseal.truststore` reads a directory, where certificates under an
+``intermediates`` sub-directory are intermediates). hostseal ships no vendor certificates: the
+default store (:data:`DEFAULT_TPM_CA_DIR`) starts empty and verifying against it fails, saying
+where to get vendor CA bundles.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from hostseal import tcg
 from hostseal.attest._der import DerError
 from hostseal.attest._tpmpublic import ek_public_key, parse_ek_public
 from hostseal.attest._x509 import (
@@ -46,52 +50,23 @@ from hostseal.attest.errors import (
     EkCertificateMalformed,
     EkCertificateMismatch,
     EkCertificateUntrusted,
-    TrustStoreInvalid,
 )
 
 __all__ = [
     "DEFAULT_TPM_CA_DIR",
-    "TPM_VENDORS",
     "EkCertificate",
+    "StoreSource",
     "TrustStore",
+    "read_ek_certificate",
     "verify_ek_certificate",
 ]
 
 DEFAULT_TPM_CA_DIR = Path("/etc/hostseal/tpm-ca")
-CERTIFICATE_SUFFIXES = frozenset({".pem", ".crt", ".cer", ".der"})
 MAX_CHAIN = 8
 
 TCG_AT_TPM_MANUFACTURER = "2.23.133.2.1"
 TCG_AT_TPM_MODEL = "2.23.133.2.2"
 TCG_AT_TPM_VERSION = "2.23.133.2.3"
-
-#: TCG vendor IDs (the TPM manufacturer attribute, ``id:<hex of 4 ASCII bytes>``).
-TPM_VENDORS = {
-    "AMD": "AMD",
-    "ATML": "Atmel",
-    "BRCM": "Broadcom",
-    "CSCO": "Cisco",
-    "FLYS": "Flyslice",
-    "GOOG": "Google",
-    "HISI": "Huawei",
-    "HPE": "HPE",
-    "IBM": "IBM",
-    "IFX": "Infineon",
-    "INTC": "Intel",
-    "LEN": "Lenovo",
-    "MSFT": "Microsoft",
-    "NSM": "National Semiconductor",
-    "NTC": "Nuvoton",
-    "NTZ": "Nationz",
-    "QCOM": "Qualcomm",
-    "ROCC": "Fuzhou Rockchip",
-    "SMSC": "SMSC",
-    "SMSN": "Samsung",
-    "SNS": "Sinosun",
-    "STM": "STMicroelectronics",
-    "TXN": "Texas Instruments",
-    "WEC": "Winbond",
-}
 
 STORE_REMEDY = (
     "Put the TPM vendors' CA certificates (PEM or DER; roots, and intermediates in an "
@@ -108,12 +83,14 @@ UNTRUSTED_REMEDY = (
 
 @dataclass(frozen=True)
 class EkCertificate:
-    """A verified EK certificate: who made the TPM, and the chain that vouches for it.
+    """An EK certificate: who made the TPM, and the chain that vouches for it.
 
     ``vendor`` is the TCG vendor ID from the TPM manufacturer attribute (``"INTC"`` for
-    ``id:494E5443``) and ``vendor_name`` its company (``"Intel"``); both are None when the
-    certificate has no such attribute. ``chain`` lists the issuers' subjects from the EK's issuer
-    to the trust anchor.
+    ``id:494E5443``) and ``vendor_name`` its company (``"Intel"``, from :mod:`hostseal.tcg`);
+    both are None when the certificate has no such attribute. From
+    :func:`verify_ek_certificate`, ``chain`` lists the issuers' subjects from the EK's issuer to
+    the trust anchor; from :func:`read_ek_certificate` nothing vouches for the certificate and
+    ``chain`` is empty.
     """
 
     der: bytes
@@ -136,6 +113,12 @@ class EkCertificate:
         """SHA-256 of the certificate's DER, hex."""
         return hashlib.sha256(self.der).hexdigest()
 
+    @property
+    def tpm_kind(self) -> str | None:
+        """``"discrete"``, ``"firmware"`` or ``"virtual"`` from the vendor
+        (:func:`hostseal.tcg.tpm_kind`); None without a vendor."""
+        return tcg.tpm_kind(self.vendor) if self.vendor else None
+
     def to_dict(self) -> dict[str, object]:
         return {
             "subject": self.subject,
@@ -152,6 +135,17 @@ class EkCertificate:
             "chain": list(self.chain),
             "quirks": list(self.quirks),
         }
+
+
+@dataclass(frozen=True)
+class StoreSource:
+    """The bytes of one trust-store file (PEM with any number of certificates, or one DER
+    certificate), named by where they came from; an anchor, or an intermediate that only helps
+    build chains."""
+
+    name: str
+    data: bytes
+    anchor: bool = True
 
 
 @dataclass(frozen=True)
@@ -192,44 +186,31 @@ class TrustStore:
     ) -> TrustStore:
         """A store from certificate bytes (each item PEM with any number of certificates, or
         one DER certificate)."""
-        problems: list[str] = []
-        roots: list[Certificate] = []
-        helpers: list[Certificate] = []
-        for index, blob in enumerate(anchors):
-            roots.extend(_load(blob, f"anchor {index + 1}", problems))
-        for index, blob in enumerate(intermediates):
-            helpers.extend(_load(blob, f"intermediate {index + 1}", problems))
-        return cls(tuple(roots), tuple(helpers), tuple(problems), location)
+        return cls.from_sources(
+            [
+                *(StoreSource(f"anchor {i + 1}", data) for i, data in enumerate(anchors)),
+                *(
+                    StoreSource(f"intermediate {i + 1}", data, anchor=False)
+                    for i, data in enumerate(intermediates)
+                ),
+            ],
+            location=location,
+        )
 
     @classmethod
-    def from_paths(cls, *paths: str | Path, intermediates: Iterable[str | Path] = ()) -> TrustStore:
-        """A store from files and directories (see the module documentation for the layout).
-
-        Raises :class:`TrustStoreInvalid` when a path does not exist.
-        """
+    def from_sources(
+        cls, sources: Iterable[StoreSource], *, problems: Iterable[str] = (), location: str
+    ) -> TrustStore:
+        """A store from certificate bytes named by where they came from (a file's path), in
+        order. ``problems`` are the caller's own (a file it could not read); they come first in
+        :attr:`problems`, then each source that holds no readable certificate."""
+        found = list(problems)
         anchors: list[Certificate] = []
         helpers: list[Certificate] = []
-        problems: list[str] = []
-        for given, as_anchor in [(p, True) for p in paths] + [(p, False) for p in intermediates]:
-            for file, intermediate in _certificate_files(Path(given)):
-                try:
-                    blob = file.read_bytes()
-                except OSError as err:
-                    problems.append(f"{file}: {err.strerror or err}")
-                    continue
-                target = anchors if as_anchor and not intermediate else helpers
-                target.extend(_load(blob, str(file), problems))
-        location = ", ".join(str(p) for p in [*paths, *intermediates]) or "no paths given"
-        return cls(tuple(anchors), tuple(helpers), tuple(problems), location)
-
-    @classmethod
-    def default(cls, directory: str | Path = DEFAULT_TPM_CA_DIR) -> TrustStore:
-        """The store in ``directory`` (the ``tpm_ca_dir`` setting), empty if it does not exist:
-        verifying against an empty store fails and says where to get vendor CA bundles."""
-        path = Path(directory)
-        if not path.exists():
-            return cls(location=str(path))
-        return cls.from_paths(path)
+        for source in sources:
+            target = anchors if source.anchor else helpers
+            target.extend(_load(source.data, source.name, found))
+        return cls(tuple(anchors), tuple(helpers), tuple(found), location)
 
     def issuers_of(self, cert: Certificate) -> Iterator[tuple[Certificate, bool]]:
         """Certificates whose subject is ``cert``'s issuer (anchors first), with whether each
@@ -246,21 +227,6 @@ class TrustStore:
 
     def is_anchor(self, cert: Certificate) -> bool:
         return any(a.der == cert.der for a in self.anchors)
-
-
-def _certificate_files(path: Path) -> list[tuple[Path, bool]]:
-    """(file, under an 'intermediates' directory) for a file or a directory tree."""
-    if path.is_file():
-        return [(path, False)]
-    if not path.is_dir():
-        raise TrustStoreInvalid(
-            f"The TPM CA trust store path {path} does not exist.",
-            STORE_REMEDY.format(where=path),
-        )
-    files = sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in CERTIFICATE_SUFFIXES
-    )
-    return [(f, "intermediates" in f.relative_to(path).parts[:-1]) for f in files]
 
 
 def _load(blob: bytes, source: str, problems: list[str]) -> list[Certificate]:
@@ -389,18 +355,6 @@ def _chain(
     )
 
 
-def _vendor(manufacturer: str | None) -> str | None:
-    if manufacturer is None:
-        return None
-    text = manufacturer.removeprefix("id:")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        return manufacturer
-    vendor = raw.rstrip(b"\0 ").decode("ascii", "replace")
-    return vendor or None
-
-
 def _key_text(key: object) -> str:
     if isinstance(key, rsa.RSAPublicKey):
         modulus = key.public_numbers().n.to_bytes((key.key_size + 7) // 8, "big")
@@ -417,6 +371,64 @@ def _same_key(a: object, b: object) -> bool:
         na, nb = a.public_numbers(), b.public_numbers()
         return (na.x, na.y, na.curve.name) == (nb.x, nb.y, nb.curve.name)
     return False
+
+
+def read_ek_certificate(cert: bytes) -> EkCertificate:
+    """What an EK certificate (DER or PEM, NV padding allowed) says -- vendor, model, key --
+    without verifying it: nothing vouches for what it says, and ``chain`` is empty.
+
+    Reads every certificate :func:`verify_ek_certificate` reads, DER quirks included. Raises
+    :class:`EkCertificateMalformed` when it cannot be read.
+    """
+    leaf, key = _read(cert)
+    return _ek_certificate(leaf, key, [])
+
+
+def _read(cert: bytes) -> tuple[Certificate, rsa.RSAPublicKey | ec.EllipticCurvePublicKey]:
+    try:
+        items = split_certificates(bytes(cert))
+        if len(items) != 1:
+            raise DerError(f"expected one certificate, found {len(items)}")
+        leaf = parse_certificate(items[0])
+        key = leaf.public_key()
+    except DerError as err:
+        raise EkCertificateMalformed(
+            f"The EK certificate cannot be read: {err}.",
+            "Read it again from the TPM (tpm2_getekcertificate writes DER; the RSA and ECC EK "
+            "certificates are at NV indices 0x01c00002 and 0x01c0000a) and send it unchanged.",
+        ) from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise EkCertificateMalformed(
+            f"The EK certificate certifies a {type(key).__name__}; an EK is an RSA or ECC key.",
+            "Send the certificate of the TPM's RSA or ECC endorsement key.",
+        )
+    return leaf, key
+
+
+def _ek_certificate(
+    leaf: Certificate,
+    key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+    chain: list[Certificate],
+) -> EkCertificate:
+    attributes = dict(leaf.san_attributes)
+    manufacturer = attributes.get(TCG_AT_TPM_MANUFACTURER)
+    vendor = tcg.vendor_id_from_attribute(manufacturer) if manufacturer is not None else None
+    return EkCertificate(
+        der=leaf.der,
+        subject=str(leaf.subject),
+        issuer=str(leaf.issuer),
+        serial_number=leaf.serial_number,
+        not_before=leaf.not_before,
+        not_after=leaf.not_after,
+        public_key=key,
+        chain=tuple(str(c.subject) for c in chain),
+        manufacturer_id=manufacturer,
+        vendor=vendor,
+        vendor_name=tcg.vendor_name(vendor) if vendor else None,
+        model=attributes.get(TCG_AT_TPM_MODEL),
+        firmware_version=attributes.get(TCG_AT_TPM_VERSION),
+        quirks=leaf.quirks,
+    )
 
 
 def verify_ek_certificate(
@@ -438,23 +450,7 @@ def verify_ek_certificate(
     at = at or datetime.now(UTC)
     if at.tzinfo is None:
         raise ValueError("'at' must be timezone-aware (for example datetime.now(UTC))")
-    try:
-        items = split_certificates(bytes(cert))
-        if len(items) != 1:
-            raise DerError(f"expected one certificate, found {len(items)}")
-        leaf = parse_certificate(items[0])
-        key = leaf.public_key()
-    except DerError as err:
-        raise EkCertificateMalformed(
-            f"The EK certificate cannot be read: {err}.",
-            "Read it again from the TPM (tpm2_getekcertificate writes DER; the RSA and ECC EK "
-            "certificates are at NV indices 0x01c00002 and 0x01c0000a) and send it unchanged.",
-        ) from None
-    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise EkCertificateMalformed(
-            f"The EK certificate certifies a {type(key).__name__}; an EK is an RSA or ECC key.",
-            "Send the certificate of the TPM's RSA or ECC endorsement key.",
-        )
+    leaf, key = _read(cert)
     if store.empty:
         raise EkCertificateUntrusted(
             "No TPM vendor CA certificates are configured (the trust store "
@@ -481,22 +477,4 @@ def verify_ek_certificate(
                 "the ECC one), read both again from the TPM, and if they still differ do not "
                 "enrol the host.",
             )
-    attributes = dict(leaf.san_attributes)
-    manufacturer = attributes.get(TCG_AT_TPM_MANUFACTURER)
-    vendor = _vendor(manufacturer)
-    return EkCertificate(
-        der=leaf.der,
-        subject=str(leaf.subject),
-        issuer=str(leaf.issuer),
-        serial_number=leaf.serial_number,
-        not_before=leaf.not_before,
-        not_after=leaf.not_after,
-        public_key=key,
-        chain=tuple(str(c.subject) for c in chain),
-        manufacturer_id=manufacturer,
-        vendor=vendor,
-        vendor_name=TPM_VENDORS.get(vendor) if vendor else None,
-        model=attributes.get(TCG_AT_TPM_MODEL),
-        firmware_version=attributes.get(TCG_AT_TPM_VERSION),
-        quirks=leaf.quirks,
-    )
+    return _ek_certificate(leaf, key, chain)

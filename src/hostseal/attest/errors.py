@@ -20,7 +20,7 @@ class AttestError(HostsealError):
     """Attestation evidence could not be verified."""
 
 
-# --- quote verification (hostseal.attest.tpm2b, hostseal.attest.quote) ----------------------
+# --- quote verification (hostseal.attest.tpm_structures, hostseal.attest.quote) --------------
 
 MALFORMED_REMEDY = (
     "The evidence is damaged or is not what hostseal expects: send the bytes the TPM produced, "

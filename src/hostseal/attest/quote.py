@@ -46,7 +46,7 @@ from hostseal.attest.errors import (
     QuoteMalformed,
     QuoteSignatureInvalid,
 )
-from hostseal.attest.tpm2b import (
+from hostseal.attest.tpm_structures import (
     ALG_ECDSA,
     ALG_NULL,
     ALG_RSAPSS,

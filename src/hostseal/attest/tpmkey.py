@@ -1,6 +1,6 @@
 """TPMT_PUBLIC / TPM2B_PUBLIC of RSA and ECC keys, and the attestation key (AK) loader.
 
-Bounds-checked like :mod:`hostseal.attest.tpm2b`: malformed bytes raise only
+Bounds-checked like :mod:`hostseal.attest.tpm_structures`: malformed bytes raise only
 :class:`~hostseal.attest.errors.QuoteMalformed`.
 
 >>> ak = load_ak_public(ak_pub_bytes)  # TPM2B_PUBLIC, TPMT_PUBLIC, PEM or DER  # doctest: +SKIP
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hostseal.attest.errors import QuoteMalformed
-from hostseal.attest.tpm2b import (
+from hostseal.attest.tpm_structures import (
     _U16,
     ALG_ECC,
     ALG_ECDAA,

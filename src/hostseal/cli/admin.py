@@ -1,9 +1,10 @@
 """``hostseal host|alarm|policy|escrow``: a thin client of the attestation service's REST API.
 
-The server is ``--server URL`` or ``HOSTSEAL_SERVER`` (default ``https://127.0.0.1:8443``); the
-token comes from ``HOSTSEAL_TOKEN`` or a file (``--token-file`` / ``HOSTSEAL_TOKEN_FILE``), never
-from the command line; the CA certificate from ``--ca`` / ``HOSTSEAL_SERVER_CA``, else the local
-server's ``<data dir>/tls/ca.pem`` when readable, else the system's trust store.
+The server is ``--server URL`` or ``HOSTSEAL_SERVER`` (default: :mod:`hostseal.client.defaults`);
+the token comes from ``HOSTSEAL_TOKEN`` or a file (``--token-file`` / ``HOSTSEAL_TOKEN_FILE``),
+never from the command line; the CA certificate from ``--ca`` / ``HOSTSEAL_SERVER_CA``, else the
+local server's CA when readable, else the system's trust store
+(:func:`hostseal.client.http.tls_verify`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from hostseal.cli._common import echo_json, json_option
+from hostseal.client.defaults import DEFAULT_SERVER
+from hostseal.client.http import Client, read_token, tls_verify
+from hostseal.client.transport import ALLOW_PLAIN_HTTP_ENV, ALLOW_PLAIN_HTTP_FLAG, check_server_url
 from hostseal.errors import HostsealError
 from hostseal.fsutil import atomic_write
-from hostseal.server.client import DEFAULT_SERVER, Client, read_token, tls_verify
-from hostseal.transport import ALLOW_PLAIN_HTTP_ENV, ALLOW_PLAIN_HTTP_FLAG, check_server_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 

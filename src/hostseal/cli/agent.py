@@ -11,7 +11,7 @@ import click
 from hostseal.agent import Agent, AgentConfig
 from hostseal.agent.state import default_state_dir
 from hostseal.cli._common import echo_json, json_option, settings_of
-from hostseal.transport import ALLOW_PLAIN_HTTP_ENV, ALLOW_PLAIN_HTTP_FLAG, check_server_url
+from hostseal.client.transport import ALLOW_PLAIN_HTTP_ENV, ALLOW_PLAIN_HTTP_FLAG, check_server_url
 
 
 @click.group()

@@ -1,8 +1,13 @@
-"""``hostseal demo``: the lab demo, hostseal's main job until the attestation server exists.
+"""``hostseal demo``: the demonstrations on lab hosts.
 
-It starts a lab host, shows ``tpm info`` and the measured boot, seals a small configuration,
-reboots the host with Secure Boot turned off, shows in plain words what changed, what the
-unlock says, and the way back (the recovery key, or turning Secure Boot on again).
+``hostseal demo`` (the README's run command, what ``scripts/run`` starts) runs the attestation
+service on SQLite with a lab fleet enrolled and attesting, until Ctrl-C
+(:mod:`hostseal.cli.demo_fleet` over :class:`hostseal.demo.fleet.DemoFleet`).
+
+``hostseal demo seal`` tells the sealed-configuration story on one lab host: it starts the host,
+shows ``tpm info`` and the measured boot, seals a small configuration, reboots the host with
+Secure Boot turned off, shows in plain words what changed, what the unlock says, and the way
+back (the recovery key, or turning Secure Boot on again).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from hostseal.cli._common import echo_json, json_option
+from hostseal.client.transport import ALLOW_PLAIN_HTTP_FLAG
 from hostseal.keyprovider import KeyProviderError, ProviderStore
-from hostseal.transport import ALLOW_PLAIN_HTTP_FLAG
 from hostseal.vtpm.paths import VtpmDirs, default_vtpm_dir
 
 

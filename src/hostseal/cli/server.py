@@ -9,12 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from hostseal.cli._common import echo_json, json_option
+from hostseal.client.defaults import DEFAULT_SERVER_DATA
 
 _data_dir = click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="The server's data directory. Environment: HOSTSEAL_SERVER_DATA; "
-    "default /var/lib/hostseal/server.",
+    f"default {DEFAULT_SERVER_DATA}.",
 )
 _db = click.option(
     "--db",
@@ -67,7 +68,7 @@ def run(
 ) -> None:
     """Serve the REST API over TLS. At first start the data directory gets its database, the
     escrow server key (server.key, mode 0600) and a CA plus server certificate (tls/)."""
-    from hostseal.server.local import serve
+    from hostseal.server.localadmin import serve
     from hostseal.server.settings import ServerSettings, parse_bind
 
     if bind is not None:
@@ -103,7 +104,7 @@ def token_create(
     role: str, name: str, data_dir: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """Create a token and print it once: it is stored only as a hash."""
-    from hostseal.server.local import create_token
+    from hostseal.server.localadmin import create_token
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(
@@ -127,7 +128,7 @@ def token_create(
 @json_option
 def token_list(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
     """The tokens (names and roles; never the tokens themselves)."""
-    from hostseal.server.local import list_tokens
+    from hostseal.server.localadmin import list_tokens
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(
@@ -149,7 +150,7 @@ def token_list(data_dir: Path | None, database_url: str | None, as_json: bool) -
 @_db
 def token_revoke(name: str, data_dir: Path | None, database_url: str | None) -> None:
     """Revoke the active token called NAME."""
-    from hostseal.server.local import revoke_token
+    from hostseal.server.localadmin import revoke_token
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(
@@ -206,7 +207,7 @@ def instances_cmd(data_dir: Path | None, database_url: str | None, as_json: bool
 @_data_dir
 def ca_cert(data_dir: Path | None) -> None:
     """Print the path of the CA certificate clients trust (HOSTSEAL_SERVER_CA / --ca)."""
-    from hostseal.server.local import ca_certificate
+    from hostseal.server.localadmin import ca_certificate
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(data_dir=data_dir)
@@ -224,7 +225,7 @@ def ca_cert(data_dir: Path | None) -> None:
     "--data-dir",
     "unit_data_dir",
     type=click.Path(path_type=Path),
-    default=Path("/var/lib/hostseal/server"),
+    default=DEFAULT_SERVER_DATA,
     show_default=True,
 )
 @click.option("--bind", default="0.0.0.0:8443", show_default=True)

@@ -23,10 +23,10 @@ from typing import Any
 
 from hostseal import lab
 from hostseal.agent import Agent, AgentConfig
+from hostseal.client.http import Client, tls_verify
 from hostseal.errors import HostsealError
 from hostseal.secureconfig import manager
-from hostseal.server import local
-from hostseal.server.client import Client, tls_verify
+from hostseal.server import localadmin
 from hostseal.server.settings import ServerSettings
 
 ROLES = ("admin", "operator", "viewer")
@@ -81,8 +81,10 @@ class DemoFleet:
         if self.port == 0 or not _port_free(self.port):
             self.port = _free_port()
         settings = self._settings()
-        self.tokens = {r: local.create_token(settings, role=r, name=f"demo-{r}") for r in ROLES}
-        self.ca = local.ca_certificate(settings)
+        self.tokens = {
+            r: localadmin.create_token(settings, role=r, name=f"demo-{r}") for r in ROLES
+        }
+        self.ca = localadmin.ca_certificate(settings)
         self.url = f"https://127.0.0.1:{self.port}"
         self._spawn(
             "server",

@@ -8,24 +8,28 @@ fails closed: an unreachable service releases nothing.
 
 Verdict sources:
 
-* :class:`HttpVerdictSource` -- the attestation service (``GET /v1/attest/status`` with the
-  agent's token; the answer's ``status`` must be ``"passed"``). The endpoint is the contract
-  proposed to the service; wiring it to the service's final API is the service's side.
+* :class:`HttpVerdictSource` -- the attestation service: ``GET /v1/attest/status`` with the
+  agent's token, through the shared client (:mod:`hostseal.client`: https:// only, the
+  answer read as :class:`hostseal.client.wire.AttestStatus`). The service answers with the
+  host's status as ``hostseal host show`` gives it: ``passed`` only while its last attestation
+  passed and is current (``not-reporting`` as soon as the host is late).
 * :class:`StaticVerdictSource` -- verdicts set in code, for tests and demos.
 """
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from hostseal.client.transport import check_server_url
 from hostseal.errors import HostsealError
 from hostseal.keyprovider.base import DataKey, KeyProvider
 from hostseal.keyprovider.errors import KeyReleaseRefused
-from hostseal.transport import check_server_url
+
+if TYPE_CHECKING:
+    import httpx
 
 PASSED = "passed"
 
@@ -75,12 +79,20 @@ class HttpVerdictSource:
         self.token_file = token_file
         self.ca = ca
         self.timeout = timeout
-        self.transport: object | None = None  # an httpx transport, for tests
+        self.transport: httpx.BaseTransport | None = None  # for tests
 
     def verdict(self, host: str) -> Verdict:
-        import httpx
+        # the client (httpx, pydantic) only when asked: key providers are used without release
+        from hostseal.client.http import (
+            ApiError,
+            Client,
+            ServiceUnreachable,
+            UnexpectedAnswer,
+            trust,
+        )
+        from hostseal.client.wire import AttestStatus
 
-        try:  # the agent token goes over https:// only (hostseal.transport)
+        try:  # the agent token goes over https:// only (hostseal.client.transport)
             check_server_url(self.server, allow_plain_http_loopback=self.allow_plain_http_loopback)
         except HostsealError as err:
             message = f"{err.message.rstrip('.')}; no vTPM key is released."
@@ -94,50 +106,45 @@ class HttpVerdictSource:
                 "attestation; no vTPM key is released.",
                 "Enrol the host with hostseal agent (run as root), then try again.",
             ) from None
-        kwargs: dict[str, object] = {"timeout": self.timeout}
-        if self.transport is not None:
-            kwargs["transport"] = self.transport
-        elif self.ca is not None:
-            kwargs["verify"] = ssl.create_default_context(cafile=str(self.ca))
-        url = f"{self.server}/v1/attest/status"
         try:
-            with httpx.Client(**kwargs) as client:  # type: ignore[arg-type]
-                answer = client.get(url, headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError as err:
+            with Client(
+                self.server,
+                token,
+                True if self.transport is not None else trust(self.ca),
+                allow_plain_http_loopback=self.allow_plain_http_loopback,
+                timeout=self.timeout,
+                transport=self.transport,
+            ) as client:
+                answer = client.send("GET", "/v1/attest/status", None, AttestStatus)
+        except ApiError as err:
             raise KeyReleaseRefused(
-                f"The attestation service at {self.server} could not be asked whether host "
-                f"{host!r} passed attestation ({err}); no vTPM key is released without it.",
-                "Check that the service runs and is reachable from this host, then try again.",
-            ) from None
-        if answer.status_code != 200:
-            raise KeyReleaseRefused(
-                f"The attestation service answered {answer.status_code} for host {host!r} "
-                f"({answer.text[:200]}); no vTPM key is released.",
+                f"The attestation service answered {err.status} for host {host!r} "
+                f"({err.message}); no vTPM key is released.",
                 "Check that the host is enrolled and its agent token is valid "
                 "(hostseal agent status).",
-            )
-        try:
-            body = answer.json()
-            status = str(body["status"])
-        except (ValueError, KeyError, TypeError):
+            ) from None
+        except UnexpectedAnswer:
             raise KeyReleaseRefused(
-                f"The attestation service's answer for host {host!r} has no status; no vTPM "
-                "key is released.",
+                f"The attestation service's answer for host {host!r} has no host and status; "
+                "no vTPM key is released.",
                 "Check that the server and this host run the same hostseal version.",
             ) from None
-        if body.get("host") != host:
+        except HostsealError as err:  # unreachable (the network's words), a CA that is unusable
+            cause = err.__cause__ if isinstance(err, ServiceUnreachable) else None
+            why = str(cause) if cause is not None else err.message
             raise KeyReleaseRefused(
-                f"The agent token on this host belongs to host {body.get('host')!r}, not "
+                f"The attestation service at {self.server} could not be asked whether host "
+                f"{host!r} passed attestation ({why.rstrip('.')}); no vTPM key is released "
+                "without it.",
+                "Check that the service runs and is reachable from this host, then try again.",
+            ) from None
+        if answer.host != host:
+            raise KeyReleaseRefused(
+                f"The agent token on this host belongs to host {answer.host!r}, not "
                 f"{host!r}; no vTPM key is released.",
                 "Check the --host given to hostseal keyprovider require-attestation.",
             )
-        messages = body.get("messages") or []
-        return Verdict(
-            host,
-            status,
-            tuple(str(m) for m in messages),
-            body.get("last_attested_at"),
-        )
+        return Verdict(host, answer.status, tuple(answer.messages), answer.last_attested_at)
 
 
 _REMEDIES = {

@@ -17,13 +17,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hostseal.client.transport import check_server_url
 from hostseal.fsutil import atomic_write
 from hostseal.keyprovider.base import KeyProvider, check_name
 from hostseal.keyprovider.errors import KeyProviderError, KeyProviderNotFound
 from hostseal.keyprovider.kmip import DEFAULT_PORT, KmipProvider
 from hostseal.keyprovider.native import NativeProvider
 from hostseal.keyprovider.release import AttestationGate, GatedProvider, HttpVerdictSource
-from hostseal.transport import check_server_url
 
 CONFIG = "providers.json"
 RELEASE = "release.json"

@@ -1,7 +1,18 @@
 """The sealed host configuration: bundle format, key slots, recovery keys, atomic storage.
 
-TPM-free: the TPM slot is a record here; :mod:`hostseal.tpm` seals and unseals its contents.
-The format is described in ``docs/secure-config-format.md``.
+Pure modules take bytes and values and return values or raise -- no files, sockets, TPM or
+database (the key slots draw random nonces and salts): :mod:`~.info` (``encryption.info``),
+:mod:`~.payload` (``local.tgz.ve``), :mod:`~.bundle_file` (``state.tgz``), :mod:`~.slots`,
+:mod:`~.recoverykey`, :mod:`~.requirements`, :mod:`~.diagnose` and :mod:`~.errors`. In
+them the TPM slot is a record; :mod:`hostseal.tpm` seals and unseals its contents.
+
+The edges touch the host: :mod:`~.archive` packs directory trees into the configuration
+archive and unpacks it onto disk, :mod:`~.store` keeps the bootbank's generations on disk,
+:mod:`~.bootunit` writes the systemd unit, and the recipes of :mod:`~.manager` (with their
+machinery in :mod:`~._generation`) drive the TPM, read the event log and write the bootbank.
+This package exports the pure pieces, the archive and :mod:`hostseal.fsutil`'s atomic
+writes; the recipes are imported from :mod:`hostseal.secureconfig.manager`. The format is
+described in ``docs/secure-config-format.md``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ The machinery under :mod:`hostseal.secureconfig.manager`'s recipes: reading the 
 sealing the data key to the TPM, opening a generation's data key (TPM or NONE slot), and writing
 a generation through :class:`~hostseal.secureconfig.store.Store` after proving it unlocks. Every
 :class:`Plan` draws a new data key, so no two generations share one.
+
+Edge: drives the TPM (:mod:`hostseal.tpm`), reads the event log and writes the bootbank.
 """
 
 from __future__ import annotations

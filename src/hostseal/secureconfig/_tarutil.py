@@ -1,4 +1,7 @@
-"""Small shared pieces for the two tar formats: bounded gunzip, deterministic members."""
+"""Small shared pieces for the two tar formats: bounded gunzip, deterministic members.
+
+Pure: bytes in, bytes out.
+"""
 
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ empty components, only files, directories and symlinks, no member below a file o
 symlinks that resolve (following the archive's own symlinks) inside the destination, a bounded
 total size. It writes into a new or empty directory and never follows a symlink while writing:
 symlinks are created last.
+
+Edge: packing reads directory trees, unpacking writes one; the tar checks are on bytes.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ decrypted configuration never touches a disk) before libvirt and the network sta
 violation ``hostseal`` exits with code 3, the unit fails, and ``OnFailure=emergency.target``
 stops the boot in the emergency shell, where the message (``journalctl -u hostseal-unlock``) says
 what changed and how to unlock with a recovery key.
+
+Edge: :func:`install` writes and enables the unit; :func:`unit_text` only builds its text.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ so equal inputs give equal bytes.
 
 Reading is hardened against hostile files: one gzip stream with a bounded expanded size, only the
 known member names, each once, regular files only, per-member size limits.
+
+Pure: bytes in, values out (and back).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Compares what was recorded at seal time (the TPM's identity, the sealed PCR values, the event
 log of that boot) with this boot, and says in plain words what changed and what to do.
+
+Pure: values in (what was recorded, what this boot measured), an error out.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ measured boot at seal time, the save time, a generation counter and (version 2) 
 rotation in progress, if one was interrupted. Bytes are base64 (standard alphabet, padded).
 Reading is strict: an unknown format or version, a missing or unknown field, a wrong type or
 length is a :class:`BundleCorrupt` naming the field. Version 1 (no ``rotation``) is still read.
+
+Pure: bytes in, values out (and back).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ here prints; results are returned and failures raised with a message and a remed
 Every generation written has a **new data key** (rotation means rotation, THREATS.md rule 6):
 the data key of an older copy (a backup, a leftover ``.previous``), however it was obtained --
 a rotated-out recovery key, a revealed escrow copy -- opens no later generation.
+
+Edge: the recipes drive the TPM, read the event log and write the bootbank and the
+configuration directories.
 """
 
 from __future__ import annotations

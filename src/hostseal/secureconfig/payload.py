@@ -15,7 +15,10 @@ Layout (big-endian), 36 header bytes then the ciphertext::
 The whole header is the GCM associated data, so none of its bytes can be changed without the
 decryption failing. Because mode, requirements and generation are in it, an ``encryption.info``
 edited to relax the requirements, or taken from another save, is caught after decryption
-(:class:`BundleMismatch`). The plaintext is the archive made by :func:`pack_dirs`.
+(:class:`BundleMismatch`). The plaintext is the archive made by
+:func:`~hostseal.secureconfig.archive.pack_dirs`.
+
+Pure: bytes and keys in, bytes out.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hostseal.secureconfig.archive import pack_dirs, unpack_to
 from hostseal.secureconfig.errors import BundleCorrupt, BundleMismatch, PayloadAuthenticationFailed
 from hostseal.secureconfig.info import MAX_GENERATION, EncryptionInfo, Mode, Requirements
 
@@ -39,9 +41,7 @@ __all__ = [
     "PayloadHeaderFields",
     "decrypt_payload",
     "encrypt_payload",
-    "pack_dirs",
     "read_payload_header",
-    "unpack_to",
 ]
 
 PAYLOAD_MAGIC = b"HSVE"

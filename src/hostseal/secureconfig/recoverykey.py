@@ -9,6 +9,8 @@ is not divisible by 11: every single-digit typo is caught, and so is every swap 
 adjacent digits (the change is ``9 * (a - b) * 10**k``).
 
 The secret becomes a wrapping key with HKDF-SHA256 (see :func:`derive_recovery_wrapping_key`).
+
+Pure: text and bytes in, values out (a new key draws its secret from ``os.urandom``).
 """
 
 from __future__ import annotations

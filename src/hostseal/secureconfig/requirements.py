@@ -23,6 +23,8 @@ exec-installed-only is required; no PCR (the key is bound to this TPM only) when
 required. Firmware code (PCR 0, 2) and boot applications (PCR 4) are left out on purpose: they
 change with every firmware or boot-loader update, which would turn routine patching into a
 security violation; Secure Boot (PCR 7) already decides which boot applications may run.
+
+Pure: an event log (parsed) in, the unmet requirements out.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ key-encryption key:
 
 Wrapping is AES-256-GCM with a random 96-bit nonce; the slot's own metadata (kind, version, ID,
 salt, iterations) is the associated data, so a slot whose metadata was edited does not open.
+
+Pure: keys and bytes in, slots out (wrapping draws random nonces and salts).
 """
 
 from __future__ import annotations

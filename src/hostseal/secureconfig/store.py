@@ -15,6 +15,8 @@ renames it over ``state.tgz``, proves that, and removes ``.previous``; each file
 :func:`hostseal.fsutil.atomic_write`. Whatever point a crash interrupts, ``state.tgz`` is a whole
 generation (old or new), and :meth:`Store.load` falls back to ``.new`` or ``.previous`` only if
 ``state.tgz`` is missing or damaged.
+
+Edge: reads and writes the bootbank directory.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Kinds (as vSphere names them):
 * ``host-not-reporting`` -- raised by the ``stale-hosts`` job for a host with no attestation for
   the stale interval (:mod:`hostseal.server.reporting`), cleared when it reports again.
 
-A reset by hand is refused while the alarm's condition still holds.
+A reset by hand is refused while the alarm's condition still holds
+(:mod:`hostseal.server.alarmreset`, which knows each kind's condition).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hostseal.server.errors import AlarmConditionHolds, Conflict, NotFound
+from hostseal.server.errors import Conflict, NotFound
 from hostseal.server.storage.models import Alarm, AlarmEvent, Host
 from hostseal.server.tokens import SYSTEM, Principal
 
@@ -82,9 +83,11 @@ def ensure_raised_by_id(
     return alarm
 
 
-def record_event(alarm: Alarm, event: str, comment: str, now: datetime) -> None:
-    """An event of the service's own (``SYSTEM``) in the alarm's history."""
-    _event(alarm, event, SYSTEM, comment, now)
+def record_event(
+    alarm: Alarm, event: str, comment: str, now: datetime, who: Principal = SYSTEM
+) -> None:
+    """An event in the alarm's history, by ``who`` (the service's own by default)."""
+    _event(alarm, event, who, comment, now)
 
 
 def ensure_cleared(session: Session, host: Host, kind: str, comment: str, now: datetime) -> None:
@@ -113,58 +116,6 @@ def acknowledge(
         )
     alarm.state = ACKNOWLEDGED
     _event(alarm, ACKNOWLEDGED, who, comment, now)
-    return alarm
-
-
-def condition(session: Session, alarm: Alarm) -> tuple[str, str] | None:
-    """Why the alarm's condition still holds (message, remedy), or None when it is gone."""
-    host = alarm.host
-    if alarm.kind == ATTESTATION:
-        if host.last_status == "Failed":
-            why = "; ".join(str(m) for m in host.last_messages) or "no message"
-            return (
-                f"the last attestation of host {host.name!r} failed ({why})",
-                "Fix the cause; the alarm clears by itself when the host's next attestation "
-                "passes.",
-            )
-        return None
-    if alarm.kind == NOT_REPORTING:
-        if host.status == "not-reporting":
-            return (
-                alarm.message[0].lower() + alarm.message[1:].rstrip("."),
-                "Bring the host or its agent back (systemctl start hostseal-agent); the alarm "
-                "clears by itself when the host attests again.",
-            )
-        return None
-    if alarm.kind == RECOVERY_KEY_BACKUP:
-        from hostseal.server.escrow import backup_problem
-
-        problem = backup_problem(session, host)
-        if problem is not None:
-            return (
-                problem,
-                "Let the host's agent escrow its recovery keys (POST /v1/escrow, done at each "
-                "report); the alarm clears by itself once the server holds every recovery key "
-                "the host reports.",
-            )
-    return None
-
-
-def reset(session: Session, alarm_id: int, who: Principal, comment: str, now: datetime) -> Alarm:
-    """Reset to green by hand: refused while the condition holds."""
-    alarm = get(session, alarm_id)
-    if alarm.state == CLEARED:
-        raise Conflict(f"Alarm {alarm_id} is already cleared.", "Nothing to reset.")
-    holds = condition(session, alarm)
-    if holds is not None:
-        message, remedy = holds
-        raise AlarmConditionHolds(
-            f"The {TITLES.get(alarm.kind, alarm.kind)} of host {alarm.host.name!r} cannot be "
-            f"reset by hand while its condition holds: {message}.",
-            remedy,
-        )
-    alarm.state = CLEARED
-    _event(alarm, "reset", who, comment, now)
     return alarm
 
 

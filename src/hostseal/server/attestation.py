@@ -11,11 +11,18 @@ history, and answers 422 with the reason. Which other host's AK signed a quote i
 an index of signers (:mod:`hostseal.server.signers`): at most one more signature check.
 
 The hot path is lean on purpose (docs/scale.md): one query resolves the agent's token to its host
-with everything attestation needs; the challenge touches nothing else; the evidence is appraised
-(:meth:`Verifier.appraise`: the host's last full appraisal is reused for evidence of the same
-boot, event log and policy, so the log is parsed once per boot) and stored in one transaction of
-two statements, plus alarm changes only when the host's status changes. An agent whose event log
-the server already holds (the challenge names its SHA-256) sends the digest instead of the log.
+with everything attestation needs (:func:`~hostseal.server.storage.agentrows.read_agent_host`);
+the challenge touches nothing else; the evidence is appraised (:meth:`Verifier.appraise
+<hostseal.server.verify.Verifier.appraise>`: the host's last full appraisal is reused for
+evidence of the same boot, event log and policy, so the log is parsed once per boot) and stored
+in one transaction of two statements
+(:func:`~hostseal.server.storage.agentrows.write_verdict`), plus alarm changes only when the
+host's status changes. An agent whose event log the server already holds (the challenge names its
+SHA-256) sends the digest instead of the log; the server reads the log only when the judgement
+of the host's last appraisal cannot be reused.
+
+The verdict is :class:`hostseal.attest.Verdict` from the appraisal to the answer; it becomes a
+row only in :mod:`hostseal.server.storage.agentrows`.
 
 A host without a reference policy is never Passed: its verdict is Warning ("no reference
 policy assigned") once its quote verifies.
@@ -23,18 +30,16 @@ policy assigned") once its quote verifies.
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
-from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from hostseal.attest import QuoteSignatureInvalid, Verdict
+from hostseal.attest.appraise import Appraisal, EventLogUnavailable, Judged
 from hostseal.errors import HostsealError
 from hostseal.server import alarms, challenges, escrow, refusals
 from hostseal.server.context import ServerContext
@@ -49,24 +54,19 @@ from hostseal.server.errors import (
     NotFound,
     Unprocessable,
 )
-from hostseal.server.reporting import NOT_REPORTING
-from hostseal.server.storage.models import (
-    Base,
-    Enrolment,
-    Host,
-    HostEventLog,
-    Policy,
-    Token,
-    Verdict,
-)
+from hostseal.server.reporting import NOT_REPORTING, host_status
+from hostseal.server.storage import agentrows
+from hostseal.server.storage.agentrows import AgentHost, VerdictRow
+from hostseal.server.storage.models import Enrolment, Host
 from hostseal.server.tokens import AGENT, Principal, authenticate, require_agent, token_hash
-from hostseal.server.verify import DEFAULT_BANK, DEFAULT_PCRS, Appraised, Outcome, PolicyFacts
+from hostseal.server.verify import DEFAULT_BANK, DEFAULT_PCRS, PolicyFacts
 
 NO_POLICY = (
     "No reference policy is assigned to this host: its quote and event log verified, but its "
     "measurements were not compared with known-good values. Assign one: hostseal policy "
     "capture NAME --host HOST, or hostseal policy assign NAME HOST."
 )
+POLICY_CACHE_SIZE = 256  # parsed policies kept (a fleet has a few)
 
 
 class QuoteFromAnotherHost(Unprocessable):
@@ -75,6 +75,9 @@ class QuoteFromAnotherHost(Unprocessable):
 
 @dataclass(frozen=True)
 class Evidence:
+    """What an agent sends, decoded: the quote over ``nonce`` with its ``challenge`` ticket,
+    the PCR values, the event log (or its SHA-256 only), the host's secure-config state."""
+
     nonce: str
     quote: bytes
     signature: bytes
@@ -85,128 +88,23 @@ class Evidence:
     eventlog_sha256: str | None = None
 
 
-@dataclass(frozen=True)
-class AgentHost:
-    """An agent token resolved to its host, with what attestation needs to know of the host."""
-
-    principal: Principal
-    host_id: int
-    name: str
-    status: str
-    new_ek_fingerprint: str | None
-    ak_public: bytes
-    policy_name: str | None
-    policy_digest: str | None
-    last_status: str | None
-    last_messages: list[Any]
-    appraisal_key: str | None
-    last_eventlog_sha256: str | None
-    secure_config: dict[str, Any] | None
-
-
-def _table(model: type[Base]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
-_tokens, _hosts, _policies = _table(Token), _table(Host), _table(Policy)
-_verdicts, _eventlogs = _table(Verdict), _table(HostEventLog)
-# Built once, run with bound parameters: the hot path pays neither statement construction nor
-# ORM column adaptation (table columns, not ORM attributes), only the execution.
-_AGENT_QUERY = (
-    select(
-        _tokens.c.name,
-        _hosts.c.id,
-        _hosts.c.name,
-        _hosts.c.status,
-        _hosts.c.new_ek_fingerprint,
-        _hosts.c.ak_public,
-        _hosts.c.policy_name,
-        _policies.c.digest,
-        _hosts.c.last_status,
-        _hosts.c.last_messages,
-        _hosts.c.appraisal_key,
-        _hosts.c.last_eventlog_sha256,
-        _hosts.c.secure_config,
-    )
-    .select_from(
-        _tokens.join(_hosts, _hosts.c.id == _tokens.c.host_id).outerjoin(
-            _policies, _policies.c.name == _hosts.c.policy_name
-        )
-    )
-    .where(
-        _tokens.c.token_sha256 == bindparam("token_sha256"),
-        _tokens.c.revoked_at.is_(None),
-        _tokens.c.role == AGENT,
-    )
-)
-_INSERT_VERDICT = insert(_verdicts)
-_UPDATE_HOST = update(_hosts).where(_hosts.c.id == bindparam("host_id_"))
-_DELETE_LOG = delete(_eventlogs).where(_eventlogs.c.host_id == bindparam("host_id_"))
-_INSERT_LOG = insert(_eventlogs)
-_STORED_LOG = select(_eventlogs.c.eventlog).where(_eventlogs.c.host_id == bindparam("host_id_"))
-
-
-_JSON_COLUMNS = (9, 12)  # last_messages, secure_config
-
-
-@functools.lru_cache(maxsize=8)
-def _agent_sql(dialect: Dialect) -> tuple[str, dict[str, Any], tuple[str, ...] | None]:
-    """_AGENT_QUERY as this dialect's SQL text, its parameters, their order when positional."""
-    compiled = _AGENT_QUERY.compile(dialect=dialect)
-    params = dict(compiled.construct_params({"token_sha256": ""}))
-    order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-    return str(compiled), params, order
-
-
-def _agent_row(engine: Engine, token_sha256: str, reader: Any = None) -> tuple[Any, ...] | None:
-    """_AGENT_QUERY on a DBAPI connection (``reader``, or one from the pool): the one query of
-    every agent request, without the engine's per-statement bookkeeping (measured: the larger
-    part of its cost)."""
-    sql, params, order = _agent_sql(engine.dialect)
-    params = {**params, "token_sha256": token_sha256}
-    dbapi_error = engine.dialect.loaded_dbapi.Error
-    try:
-        raw = reader if reader is not None else engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            try:
-                cursor.execute(sql, tuple(params[k] for k in order) if order else params)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-            raw.rollback()  # end the read (PostgreSQL opens a transaction for it)
-        finally:
-            if reader is None:
-                raw.close()  # back to the pool
-    except dbapi_error as exc:  # as the engine would raise it (a lost database: 503)
-        raise DBAPIError.instance(sql, params, exc, dbapi_error) from exc
-    if row is None:
-        return None
-    values = list(row)
-    for index in _JSON_COLUMNS:  # SQLite returns JSON as text; psycopg decodes it already
-        if isinstance(values[index], str):
-            values[index] = json.loads(values[index])
-    if isinstance(values[5], memoryview):
-        values[5] = bytes(values[5])
-    return tuple(values)
-
-
 def agent_host(ctx: ServerContext, header: str | None, reader: Any = None) -> AgentHost:
     """The host of the agent token in an ``Authorization: Bearer`` header, in one query (on
     ``reader``, a DBAPI connection kept by the caller, or a pooled one); the precise 401/403 of
     :func:`~hostseal.server.tokens.authenticate` otherwise."""
     scheme, _, value = (header or "").partition(" ")
-    row = None
+    host = None
     if scheme.lower() == "bearer" and value.strip():
-        row = _agent_row(ctx.engine, token_hash(value.strip()), reader)
-    if row is None:  # not an agent token: say exactly why
+        host = agentrows.read_agent_host(ctx.engine, token_hash(value.strip()), AGENT, reader)
+    if host is None:  # not an agent token: say exactly why
         with ctx.sessions() as session:
             require_agent(authenticate(session, header))
         raise NotFound("This agent's host was removed.", "Enrol the host again.")
-    (token_name, host_id, name, *rest) = row
-    return AgentHost(Principal(token_name, AGENT, host_id, name), host_id, name, *rest)
+    return host
+
+
+def _principal(host: AgentHost) -> Principal:
+    return Principal(host.token_name, AGENT, host.host_id, host.name)
 
 
 def _may_attest(host: AgentHost) -> None:
@@ -217,48 +115,50 @@ def _may_attest(host: AgentHost) -> None:
         )
 
 
-def policy_of(session: Session, ctx: ServerContext, host: Host) -> PolicyFacts | None:
-    if host.policy_name is None:
-        return None
-    row = session.scalar(select(Policy).where(Policy.name == host.policy_name))
-    if row is None:
-        return None
-    return ctx.verifier.check_policy(row.name, row.document)
-
-
 def _policy(ctx: ServerContext, host: AgentHost) -> PolicyFacts | None:
-    """The host's policy, parsed once per version (its digest) and kept."""
+    """The host's policy, parsed once per version (its digest) and kept: the service's one
+    cache of parsed policies."""
     if host.policy_name is None or host.policy_digest is None:
         return None
     facts = ctx.policy_cache.get(host.policy_digest)
     if facts is None:
-        with ctx.engine.connect() as connection:
-            document = connection.scalar(
-                select(Policy.document).where(Policy.name == host.policy_name)
-            )
+        document = agentrows.policy_document(ctx.engine, host.policy_name)
         if document is None:
             return None
         facts = ctx.verifier.check_policy(host.policy_name, document)
-        if len(ctx.policy_cache) >= 256:
+        if len(ctx.policy_cache) >= POLICY_CACHE_SIZE:
             ctx.policy_cache.clear()
         ctx.policy_cache[facts.digest] = facts
     return facts
 
 
-def challenge(ctx: ServerContext, host: AgentHost) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Challenge:
+    """A challenge as the agent receives it: the nonce and its ticket, the PCRs to quote, and
+    the SHA-256 of the event log the server holds for the host."""
+
+    nonce: str
+    challenge: str
+    expires_at: str
+    bank: str
+    pcrs: list[int]
+    eventlog_sha256: str | None
+
+
+def challenge(ctx: ServerContext, host: AgentHost) -> Challenge:
     _may_attest(host)
     policy = _policy(ctx, host)
     issued = challenges.issue(
         ctx.challenge_key, host.host_id, ctx.clock.now(), ctx.settings.nonce_lifetime
     )
-    return {
-        "nonce": issued.nonce.hex(),
-        "challenge": issued.ticket,
-        "expires_at": issued.expires_at.isoformat(),
-        "bank": policy.bank if policy else DEFAULT_BANK,
-        "pcrs": list(policy.pcrs if policy else DEFAULT_PCRS),
-        "eventlog_sha256": host.last_eventlog_sha256,
-    }
+    return Challenge(
+        nonce=issued.nonce.hex(),
+        challenge=issued.ticket,
+        expires_at=issued.expires_at.isoformat(),
+        bank=policy.bank if policy else DEFAULT_BANK,
+        pcrs=list(policy.pcrs if policy else DEFAULT_PCRS),
+        eventlog_sha256=host.last_eventlog_sha256,
+    )
 
 
 def _check_nonce(ctx: ServerContext, host: AgentHost, evidence: Evidence, now: datetime) -> None:
@@ -291,31 +191,52 @@ def _audit_refusal(
     """Counted always; audited at once when it is the first of its kind for the host in the
     interval, else in one aggregate row (:mod:`hostseal.server.refusals`)."""
     kind = type(refusal).__name__
-    refusals.refused(ctx, host.principal, host.host_id, host.name, kind, refusal.message, now)
-
-
-def _stored_eventlog(ctx: ServerContext, host_id: int) -> Callable[[], bytes | None]:
-    def load() -> bytes | None:
-        with ctx.engine.connect() as connection:
-            return connection.scalar(_STORED_LOG, {"host_id_": host_id})
-
-    return load
+    refusals.refused(ctx, _principal(host), host.host_id, host.name, kind, refusal.message, now)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """Evidence appraised, its verdict ready to be stored (``write``) and then answered
-    (:func:`settle`)."""
+    """Evidence appraised: its ``verdict`` (the answer), the row that stores it and what the
+    write must also do to the host's alarms. :meth:`write` stores it (in a batch:
+    :mod:`hostseal.server.storage.writer`), then :func:`settle` answers."""
 
     host: AgentHost
     nonce: str
     now: datetime
-    outcome: Outcome
+    verdict: Verdict
     error: HostsealError | None
-    write: Callable[[Session], None]
+    row: VerdictRow
+    failed: bool  # raise the attestation alarm
+    cleared: bool  # clear it: the first Passed after another status
+    config_changed: bool  # the host's secure configuration changed: re-evaluate escrow's alarm
+    back: bool  # the host reports again: clear its not-reporting alarm
+
+    def write(self, session: Session) -> None:
+        """The verdict, the host's new state and alarm changes, in ``session``'s transaction."""
+        if not agentrows.write_verdict(session.connection(), self.row):
+            raise NotFound("This agent's host was removed.", "Enrol the host again.")
+        if not (self.failed or self.cleared or self.config_changed or self.back):
+            return
+        host = session.get(Host, self.host.host_id)
+        assert host is not None
+        if self.failed:
+            message = f"Attestation of host {host.name!r} failed: " + "; ".join(
+                self.verdict.messages
+            )
+            alarms.ensure_raised(session, host, alarms.ATTESTATION, message, self.now)
+        elif self.cleared:
+            alarms.ensure_cleared(
+                session, host, alarms.ATTESTATION, "the host's attestation passed", self.now
+            )
+        if self.config_changed:
+            escrow.reevaluate_alarm(session, host, self.now)
+        if self.back:
+            alarms.ensure_cleared(
+                session, host, alarms.NOT_REPORTING, "the host reported again", self.now
+            )
 
 
-def submit_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> Outcome:
+def submit_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> Verdict:
     """Appraise the evidence, store the verdict, answer it (or raise its error)."""
     prepared = prepare_evidence(ctx, host, evidence)
     try:
@@ -341,30 +262,36 @@ def _check_eventlog_size(ctx: ServerContext, evidence: Evidence) -> None:
     )
 
 
-def prepare_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> Prepared:
-    """Everything before the verdict is stored: nonce, appraisal, the verdict."""
-    now = ctx.clock.now()
-    _may_attest(host)
-    _check_eventlog_size(ctx, evidence)
-    _check_nonce(ctx, host, evidence, now)
-    eventlog: bytes | Callable[[], bytes | None] | None = evidence.eventlog
-    if evidence.eventlog is None and evidence.eventlog_sha256 is not None:
-        if evidence.eventlog_sha256 != host.last_eventlog_sha256:
-            raise EventLogUnknown(
-                f"The evidence names the event log with SHA-256 {evidence.eventlog_sha256[:16]}"
-                f"..., and the server holds another log for host {host.name!r} (or none).",
-                "Send the event log itself with the evidence (the challenge's eventlog_sha256 "
-                "names the log the server holds).",
-            )
-        eventlog = _stored_eventlog(ctx, host.host_id)
-    policy = _policy(ctx, host)
+def _check_eventlog_named(host: AgentHost, evidence: Evidence) -> bool:
+    """True when the evidence names the event log by digest instead of sending it (the log the
+    server holds for the host: anything else is refused)."""
+    if evidence.eventlog is not None or evidence.eventlog_sha256 is None:
+        return False
+    if evidence.eventlog_sha256 != host.last_eventlog_sha256:
+        raise EventLogUnknown(
+            f"The evidence names the event log with SHA-256 {evidence.eventlog_sha256[:16]}"
+            f"..., and the server holds another log for host {host.name!r} (or none).",
+            "Send the event log itself with the evidence (the challenge's eventlog_sha256 "
+            "names the log the server holds).",
+        )
+    return True
+
+
+def _appraise(
+    ctx: ServerContext, host: AgentHost, evidence: Evidence, policy: PolicyFacts | None
+) -> Appraisal:
+    """The appraisal of the evidence by ``policy``. A log named by its digest is read from
+    the database only when it is needed: no policy, or a judgement that cannot be reused."""
+    named = _check_eventlog_named(host, evidence)
+    eventlog = evidence.eventlog
+    if named and policy is None:
+        eventlog = agentrows.stored_eventlog(ctx.engine, host.host_id)
     judged = None
     if host.appraisal_key and host.last_status:
-        judged = (host.appraisal_key, host.last_status, list(host.last_messages))
-    error: HostsealError | None = None
-    appraised: Appraised | None = None
-    try:
-        appraised = ctx.verifier.appraise(
+        judged = Judged(host.appraisal_key, host.last_status, tuple(host.last_messages))
+
+    def appraise(eventlog: bytes | None) -> Appraisal:
+        return ctx.verifier.appraise(
             host.ak_public,
             evidence.quote,
             evidence.signature,
@@ -375,30 +302,53 @@ def prepare_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) ->
             eventlog_sha256=evidence.eventlog_sha256,
             judged=judged,
         )
+
+    try:
+        try:
+            return appraise(eventlog)
+        except EventLogUnavailable:
+            if not named or eventlog is not None:
+                raise
+            return appraise(agentrows.stored_eventlog(ctx.engine, host.host_id))
+    except EventLogUnavailable as exc:
+        raise EventLogUnknown(exc.message, exc.remedy) from exc
+
+
+def prepare_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) -> Prepared:
+    """Everything before the verdict is stored: nonce, appraisal, the verdict."""
+    now = ctx.clock.now()
+    _may_attest(host)
+    _check_eventlog_size(ctx, evidence)
+    _check_nonce(ctx, host, evidence, now)
+    policy = _policy(ctx, host)
+    error: HostsealError | None = None
+    appraisal: Appraisal | None = None
+    try:
+        appraisal = _appraise(ctx, host, evidence, policy)
     except EventLogUnknown:
         raise
     except HostsealError as exc:
         error = _other_signer(ctx, host.host_id, host.name, evidence, exc)
     else:
         ctx.signers.learn(evidence.quote, host.host_id)
-    if appraised is None:
+    policy_name = policy.name if policy else ""
+    if appraisal is None:
         assert error is not None
-        outcome = Outcome("Failed", [error.message])
+        verdict = Verdict("Failed", [error.message], [], policy_name)
     elif policy is None:
-        outcome = Outcome("Warning", [NO_POLICY])
-    else:
-        outcome = appraised.outcome
-    write = _verdict_write(ctx, host, evidence, appraised, outcome, policy, error, now)
-    return Prepared(host, evidence.nonce, now, outcome, error, write)
+        verdict = Verdict("Warning", [NO_POLICY], [], policy_name)
+    elif appraisal.verdict is not None:
+        verdict = appraisal.verdict
+    else:  # the judgement of the host's last full appraisal, reused
+        verdict = Verdict(appraisal.status, list(appraisal.messages), [], policy_name)
+    return _prepared(host, evidence, appraisal, verdict, policy, error, now)
 
 
-def settle(ctx: ServerContext, prepared: Prepared, stored: BaseException | None) -> Outcome:
-    """The answer once the write is done: its outcome, or the evidence's error; a write that
+def settle(ctx: ServerContext, prepared: Prepared, stored: BaseException | None) -> Verdict:
+    """The answer once the write is done: its verdict, or the evidence's error; a write that
     failed on the verdicts' unique nonce is a replay (audited)."""
     if isinstance(stored, IntegrityError):
-        with ctx.engine.connect() as connection:
-            used = connection.scalar(select(Verdict.id).where(Verdict.nonce == prepared.nonce))
-        if used is not None:  # a verdict holds this nonce: the quote was seen before
+        if agentrows.nonce_used(ctx.engine, prepared.nonce):  # the quote was seen before
             refusal = _replayed(prepared.nonce)
             _audit_refusal(ctx, prepared.host, refusal, prepared.now)
             raise refusal from None
@@ -407,7 +357,7 @@ def settle(ctx: ServerContext, prepared: Prepared, stored: BaseException | None)
         raise stored
     if prepared.error is not None:
         raise prepared.error
-    return prepared.outcome
+    return prepared.verdict
 
 
 def _other_signer(
@@ -415,18 +365,15 @@ def _other_signer(
 ) -> HostsealError:
     """A clearer error when the quote is signed by another enrolled host's AK: the host the
     signer index names for the quote's signer, if any, checked once (never a search)."""
-    if type(exc).__name__ != "QuoteSignatureInvalid":
+    if not isinstance(exc, QuoteSignatureInvalid):
         return exc
     other_id = ctx.signers.host_of(evidence.quote)
     if other_id is None or other_id == host_id:
         return exc
-    with ctx.engine.connect() as connection:
-        other = connection.execute(
-            select(Host.name, Host.ak_public).where(Host.id == other_id)
-        ).first()
+    other = agentrows.host_ak(ctx.engine, other_id)
     if other is not None:
         other_name, other_ak = other
-        if ctx.verifier.signed_by(bytes(other_ak), evidence.quote, evidence.signature):
+        if ctx.verifier.signed_by(other_ak, evidence.quote, evidence.signature):
             return QuoteFromAnotherHost(
                 f"The quote sent for host {name!r} was signed by the attestation key of host "
                 f"{other_name!r}: it is evidence from another machine, refused.",
@@ -437,99 +384,63 @@ def _other_signer(
     return exc
 
 
-def _verdict_write(
-    ctx: ServerContext,
+def _prepared(
     host: AgentHost,
     evidence: Evidence,
-    appraised: Appraised | None,
-    outcome: Outcome,
+    appraisal: Appraisal | None,
+    verdict: Verdict,
     policy: PolicyFacts | None,
     error: HostsealError | None,
     now: datetime,
-) -> Callable[[Session], None]:
-    """The write of the verdict and the host's new state (one transaction, with others in a
-    batch: :mod:`hostseal.server.storage.writer`); alarms only when the status changes."""
+) -> Prepared:
+    """The verdict's row and the host's new state; alarms only when the status changes."""
     new_log: tuple[bytes, str | None] | None = None
     changes: dict[str, Any] = {
-        "status": outcome.status.lower(),
-        "last_status": outcome.status,
-        "last_messages": outcome.messages,
+        "status": host_status(verdict.status),
+        "last_status": verdict.status,
+        "last_messages": verdict.messages,
         "last_attested_at": now,
-        "appraisal_key": appraised.key if appraised is not None else None,
+        "appraisal_key": appraisal.key if appraisal is not None else None,
     }
-    if appraised is not None and not appraised.reused:
+    if appraisal is not None and not appraisal.reused:
         changes["last_pcrs"] = {
             bank: {str(i): v.hex() for i, v in values.items()}
-            for bank, values in appraised.pcrs.items()
+            for bank, values in appraisal.pcrs.items()
         }
-        if evidence.eventlog is not None and appraised.eventlog_sha256 != host.last_eventlog_sha256:
-            new_log = (evidence.eventlog, appraised.eventlog_sha256)
-            changes["last_eventlog_sha256"] = appraised.eventlog_sha256
+        if evidence.eventlog is not None and appraisal.eventlog_sha256 != host.last_eventlog_sha256:
+            new_log = (evidence.eventlog, appraisal.eventlog_sha256)
+            changes["last_eventlog_sha256"] = appraisal.eventlog_sha256
     # what the host says about its configuration is kept only with a quote that verified
     config_changed = (
-        appraised is not None
+        appraisal is not None
         and evidence.secure_config is not None
         and evidence.secure_config != host.secure_config
     )
     if config_changed:
         changes["secure_config"] = evidence.secure_config
-    failed = outcome.status == "Failed"
-    cleared = outcome.status == "Passed" and host.last_status != "Passed"
-    back = host.status == NOT_REPORTING  # it reports again: its not-reporting alarm clears
-
-    verdict = {
-        "host_id": host.host_id,
-        "nonce": evidence.nonce,
-        "at": now,
-        "status": outcome.status,
-        "messages": outcome.messages,
-        "policy_name": policy.name if policy else None,
-        "error": type(error).__name__ if error else None,
-    }
-
-    def write(session: Session) -> None:
-        connection = session.connection()
-        connection.execute(_INSERT_VERDICT, verdict)
-        updated = connection.execute(_UPDATE_HOST, {"host_id_": host.host_id, **changes}).rowcount
-        if updated != 1:
-            raise NotFound("This agent's host was removed.", "Enrol the host again.")
-        if new_log is not None:
-            connection.execute(_DELETE_LOG, {"host_id_": host.host_id})
-            connection.execute(
-                _INSERT_LOG, {"host_id": host.host_id, "eventlog": new_log[0], "sha256": new_log[1]}
-            )
-        if failed or cleared or config_changed:
-            _alarms(session, host.host_id, outcome, failed, cleared, config_changed, now)
-        if back:
-            row = session.get(Host, host.host_id)
-            assert row is not None
-            alarms.ensure_cleared(
-                session, row, alarms.NOT_REPORTING, "the host reported again", now
-            )
-
-    return write
-
-
-def _alarms(
-    session: Session,
-    host_id: int,
-    outcome: Outcome,
-    failed: bool,
-    cleared: bool,
-    config_changed: bool,
-    now: datetime,
-) -> None:
-    row = session.get(Host, host_id)
-    assert row is not None
-    if failed:
-        message = f"Attestation of host {row.name!r} failed: " + "; ".join(outcome.messages)
-        alarms.ensure_raised(session, row, alarms.ATTESTATION, message, now)
-    elif cleared:
-        alarms.ensure_cleared(
-            session, row, alarms.ATTESTATION, "the host's attestation passed", now
-        )
-    if config_changed:
-        escrow.reevaluate_alarm(session, row, now)
+    row = VerdictRow(
+        host_id=host.host_id,
+        nonce=evidence.nonce,
+        at=now,
+        status=verdict.status,
+        messages=verdict.messages,
+        policy_name=policy.name if policy else None,
+        error=type(error).__name__ if error else None,
+        host=changes,
+        eventlog=new_log,
+    )
+    return Prepared(
+        host,
+        evidence.nonce,
+        now,
+        verdict,
+        error,
+        row,
+        failed=verdict.status == "Failed",
+        cleared=verdict.status == "Passed" and host.last_status != "Passed",
+        config_changed=config_changed,
+        back=host.status == NOT_REPORTING,
+    )
 
 
 def prune(session: Session, now: datetime, keep: timedelta = timedelta(days=1)) -> int:

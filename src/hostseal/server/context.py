@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hostseal.server import datadir
+from hostseal.server.challenges import PURPOSE as CHALLENGE_PURPOSE
 from hostseal.server.clock import Clock, SystemClock
 from hostseal.server.refusals import Refusals
 from hostseal.server.serverkey import ServerKey, load_or_create
@@ -16,7 +17,7 @@ from hostseal.server.settings import ServerSettings
 from hostseal.server.signers import SignerIndex
 from hostseal.server.storage import engine as db
 from hostseal.server.storage.writer import BatchWriter
-from hostseal.server.verify import AttestVerifier, PolicyFacts, Verifier
+from hostseal.server.verify import PolicyFacts, Verifier
 
 
 @dataclass
@@ -27,7 +28,8 @@ class ServerContext:
     engine: Engine
     sessions: sessionmaker[Session]
     server_key: ServerKey
-    # parsed policies by document digest (a new version has a new digest: never stale)
+    # the one cache of parsed policies, by document digest (a new version has a new digest:
+    # never stale); kept by hostseal.server.attestation
     policy_cache: dict[str, PolicyFacts] = field(default_factory=dict)
     # which host's AK signed a quote (hostseal.server.signers); refusal counters (.refusals)
     signers: SignerIndex = field(default_factory=SignerIndex)
@@ -45,9 +47,7 @@ class ServerContext:
         key: instances that share the server key check each other's challenges."""
         key = self.__dict__.get("_challenge_key")
         if key is None:
-            from hostseal.server.challenges import PURPOSE
-
-            key = self.__dict__["_challenge_key"] = self.server_key.mac_key(PURPOSE)
+            key = self.__dict__["_challenge_key"] = self.server_key.mac_key(CHALLENGE_PURPOSE)
         assert isinstance(key, bytes)
         return key
 
@@ -69,7 +69,7 @@ class ServerContext:
         return cls(
             settings=settings,
             clock=clock or SystemClock(),
-            verifier=verifier or AttestVerifier(settings.trust_store_dir),
+            verifier=verifier or Verifier(settings.trust_store_dir),
             engine=engine,
             sessions=db.session_factory(engine),
             server_key=server_key,

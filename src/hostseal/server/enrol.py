@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,13 +42,12 @@ from hostseal.server.errors import (
     TooManyTpmChangeRequests,
     TpmChangeRejected,
     TpmChangeRequested,
-    Unprocessable,
 )
-from hostseal.server.storage.models import Enrolment, Host, Token, TpmChangeRequest, Verdict
+from hostseal.server.hostnames import check_name
+from hostseal.server.storage.models import Enrolment, Host, StoredVerdict, Token, TpmChangeRequest
 from hostseal.server.tokens import SYSTEM, Principal, issue_agent_token
 from hostseal.server.verify import ek_fingerprint
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")  # fullmatch: no trailing newline
 ENROLLED, PENDING = "enrolled", "pending-approval"
 REMOVED = "removed"  # shown for a tombstone; never stored in hosts.status
 # open TPM change requests kept per host name; more are refused (429) until an operator decides
@@ -69,15 +67,6 @@ class Finished:
     host: str
     agent_token: str
     status: str
-
-
-def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise Unprocessable(
-            f"{name[:80]!r} is not a host name.",
-            "Use letters, digits, '.', '-' and '_' (at most 253 characters), as in a DNS name.",
-        )
-    return name
 
 
 def start(
@@ -500,7 +489,9 @@ def remove(ctx: ServerContext, name: str, who: Principal, reason: str) -> None:
             .where(Token.host_id == host.id, Token.revoked_at.is_(None))
             .values(revoked_at=now)
         ).rowcount  # type: ignore[attr-defined]
-        kept = len(session.scalars(select(Verdict.id).where(Verdict.host_id == host.id)).all())
+        kept = len(
+            session.scalars(select(StoredVerdict.id).where(StoredVerdict.host_id == host.id)).all()
+        )
         details = {
             "host_id": host.id,
             "ek_fingerprint": host.ek_fingerprint,

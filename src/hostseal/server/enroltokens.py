@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from hostseal.server import audit
 from hostseal.server.context import ServerContext
 from hostseal.server.errors import Unauthenticated, Unprocessable
+from hostseal.server.hostnames import check_name
 from hostseal.server.storage.models import EnrolmentToken, Host
 from hostseal.server.tokens import Principal
 
@@ -55,8 +56,6 @@ def make(
     reason: str,
 ) -> Made:
     """A new enrolment token, shown once (audited with the reason, never the token)."""
-    from hostseal.server.enrol import check_name
-
     reason = audit.require_reason(reason, "make an enrolment token")
     if host is not None:
         check_name(host)

@@ -1,8 +1,23 @@
-"""Errors of the service, each with the HTTP status the API answers it with."""
+"""Errors of the service, each with the HTTP status the API answers it with, and
+:func:`http_status`: the status of any error (the API's and the dashboard's)."""
 
 from __future__ import annotations
 
+from hostseal.attest.errors import AttestError
 from hostseal.errors import HostsealError
+from hostseal.measure.errors import EventLogError
+from hostseal.secureconfig.errors import RecoveryKeyError
+
+# errors of the pure cores that refuse what a request sent: 422
+_REFUSED_INPUT: tuple[type[HostsealError], ...] = (EventLogError, RecoveryKeyError, AttestError)
+
+
+def http_status(err: HostsealError) -> int:
+    """The status code of an error: the service's own say it; a refused input is 422."""
+    status = getattr(err, "http_status", None)
+    if isinstance(status, int):
+        return status
+    return 422 if isinstance(err, _REFUSED_INPUT) else 500
 
 
 class ServerError(HostsealError):

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from hostseal.errors import HostsealError
 from hostseal.server import audit
 from hostseal.server.context import ServerContext
-from hostseal.server.enrol import check_name, get_host
+from hostseal.server.enrol import get_host
 from hostseal.server.errors import Conflict, NotFound, PolicyRefused
+from hostseal.server.hostnames import check_name
 from hostseal.server.storage.models import Host, Policy
 from hostseal.server.tokens import Principal
 from hostseal.server.verify import PolicyFacts

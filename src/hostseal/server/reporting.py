@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from hostseal.attest.verdict import VerdictStatus
 from hostseal.server import alarms, audit
 from hostseal.server.enrol import ENROLLED
 from hostseal.server.settings import ServerSettings
@@ -27,9 +28,20 @@ from hostseal.server.storage.models import Alarm, Host
 from hostseal.server.tokens import SYSTEM
 
 NOT_REPORTING = "not-reporting"
-ATTESTED = ("passed", "failed", "warning", ENROLLED)
-REPORTED = ("passed", "failed", "warning")  # what evidence sets a host's status to
+# a host's status after evidence: its verdict's status, in the spelling of host statuses
+HOST_STATUS: dict[VerdictStatus, str] = {
+    "Passed": "passed",
+    "Failed": "failed",
+    "Warning": "warning",
+}
+REPORTED = tuple(HOST_STATUS.values())  # what evidence sets a host's status to
+ATTESTED = (*REPORTED, ENROLLED)
 BATCH = 500
+
+
+def host_status(verdict: VerdictStatus) -> str:
+    """The host's status once a verdict of this status is stored ("Passed" -> "passed")."""
+    return HOST_STATUS[verdict]
 
 
 def _span(delta: timedelta) -> str:
@@ -59,7 +71,7 @@ def alarm_message(name: str, last: datetime, settings: ServerSettings) -> str:
 
 
 def shown(data: dict[str, Any], now: datetime, settings: ServerSettings) -> dict[str, Any]:
-    """A host as :func:`hostseal.server.views.host_to_dict` shows it, with ``status``
+    """A host as :func:`hostseal.server.hostviews.host_to_dict` shows it, with ``status``
     ``not-reporting`` (and the message saying since when) when it is late, even before the
     ``stale-hosts`` job has marked it."""
     status = data.get("status")

@@ -60,9 +60,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from hostseal.client.defaults import DEFAULT_SERVER_DATA, TLS_DIR
 from hostseal.errors import HostsealError
 
-DEFAULT_DATA_DIR = Path("/var/lib/hostseal/server")
 DEFAULT_BIND = "127.0.0.1:8443"
 DEFAULT_TRUST_STORE = Path("/etc/hostseal/tpm-ca")  # = hostseal.attest.DEFAULT_TPM_CA_DIR
 EK_POLICIES = ("approve", "require-chain")
@@ -144,7 +144,7 @@ def check_metrics_access(value: str) -> MetricsAccess:
 class ServerSettings:
     """Where the service keeps its state and how it treats hosts. See the module's table."""
 
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = DEFAULT_SERVER_DATA
     database_url: str | None = None
     bind: str = DEFAULT_BIND
     ek_policy: EkPolicy = "approve"
@@ -182,7 +182,7 @@ class ServerSettings:
         intervals = _positive(env, "HOSTSEAL_SERVER_STALE_INTERVALS", 3, "intervals")
         stale = int(interval.total_seconds()) * intervals
         return cls(
-            data_dir=path("HOSTSEAL_SERVER_DATA") or DEFAULT_DATA_DIR,
+            data_dir=path("HOSTSEAL_SERVER_DATA") or DEFAULT_SERVER_DATA,
             database_url=env.get("HOSTSEAL_SERVER_DB") or None,
             bind=env.get("HOSTSEAL_SERVER_BIND") or DEFAULT_BIND,
             ek_policy=check_ek_policy(env.get("HOSTSEAL_SERVER_EK_POLICY") or "approve"),
@@ -247,4 +247,4 @@ class ServerSettings:
 
     @property
     def tls_dir(self) -> Path:
-        return self.data_dir / "tls"
+        return self.data_dir / TLS_DIR

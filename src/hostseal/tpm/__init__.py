@@ -1,5 +1,9 @@
 """The TPM layer: the only package of hostseal that imports ``tpm2_pytss``.
 
+Edges, talking to a TPM: :mod:`~.device` (the session), :mod:`~.seal` and
+:mod:`~.attestation`. Pure, values only: :mod:`~.tcti` (parses TCTI strings), :mod:`~.facts`
+(decodes capability values) and :mod:`~.errors`.
+
 >>> with open_tpm("swtpm:host=127.0.0.1,port=2321") as tpm:   # doctest: +SKIP
 ...     tpm.facts().sha256_active
 True

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_RC, TPM2_SU
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_RC
 from tpm2_pytss.types import (
     TPM2B_PUBLIC,
     TPML_DIGEST_VALUES,
@@ -27,6 +27,7 @@ from tpm2_pytss.types import (
 )
 from tpm2_pytss.utils import NoSuchIndex, create_ek_template
 
+from hostseal import tcg
 from hostseal.tpm import facts as _facts
 from hostseal.tpm.errors import (
     TpmBusy,
@@ -255,7 +256,7 @@ class Tpm:
                 f"The TPM reports family {family!r}; hostseal needs TPM 2.0.",
                 "Switch the TPM to TPM 2.0 mode in the firmware setup.",
             )
-        vendor_id = _facts.vendor_id_from_u32(props.get(PT_MANUFACTURER, 0))
+        vendor_id = tcg.vendor_id_from_u32(props.get(PT_MANUFACTURER, 0))
         strings = [props.get(PT_VENDOR_STRING_1 + i, 0) for i in range(4)]
         return _facts.TpmFacts(
             family=family,
@@ -267,7 +268,7 @@ class Tpm:
             ),
             spec_level=props.get(PT_LEVEL, 0),
             spec_revision=props.get(PT_REVISION, 0),
-            kind=_facts.tpm_kind(vendor_id, software_transport=self.tcti.is_software),
+            kind=tcg.tpm_kind(vendor_id, software_transport=self.tcti.is_software),
             pcr_banks=self.pcr_banks(),
         )
 
@@ -319,10 +320,6 @@ class Tpm:
         """TPM2_Clear with the (empty) lockout authorization: new storage seed, keys gone."""
         with self.doing("clear (TPM2_Clear)") as esapi:
             esapi.clear(ESYS_TR.LOCKOUT)
-
-    def startup_clear(self) -> None:
-        with self.doing("start up (TPM2_Startup CLEAR)") as esapi:
-            esapi.startup(TPM2_SU.CLEAR)
 
     def get_random(self, size: int) -> bytes:
         out = b""

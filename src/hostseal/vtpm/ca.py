@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from hostseal import pki
 from hostseal.fsutil import atomic_write
 from hostseal.keyprovider import _crypto
 from hostseal.keyprovider.base import KeyProvider
@@ -76,31 +77,12 @@ def create(ca_dir: Path, provider: KeyProvider, subject: str = SUBJECT, years: i
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365 * years))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA384())
+    cert = pki.self_signed_ca(
+        key,
+        name,
+        now=now,
+        lifetime=datetime.timedelta(days=365 * years),
+        hash_algorithm=hashes.SHA384(),
     )
     return _store(ca_dir, provider, cert, key, [])
 
@@ -298,17 +280,3 @@ def _verify_chain(certs: list[x509.Certificate]) -> None:
                 f"{parent.subject.rfc4514_string()}: the chain is broken.",
                 "Give the chain in order, from the issuing CA's parent up to the root.",
             ) from None
-
-
-def verify_ek_certificate(der: bytes, ca_dir: Path) -> x509.Certificate:
-    """Check that an EK certificate (DER) was issued by this CA and chains to its root."""
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError as err:
-        raise CaError(f"The EK certificate is not a DER certificate ({err}).", "") from None
-    certs = chain(ca_dir)
-    _verify_chain([cert, *certs])
-    now = datetime.datetime.now(datetime.UTC)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise CaError("The EK certificate is not valid at this time.", "Check the host's clock.")
-    return cert

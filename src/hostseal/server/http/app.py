@@ -24,32 +24,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hostseal import __version__
 from hostseal.errors import HostsealError
-from hostseal.server import refusals, scheduler, views
+from hostseal.server import fleetmetrics, refusals, scheduler
 from hostseal.server.clock import Clock
 from hostseal.server.context import ServerContext
+from hostseal.server.errors import http_status
 from hostseal.server.http.api import agent, alarms, escrow, hosts, instances, tokens
 from hostseal.server.http.guard import Guard, Limits
+from hostseal.server.http.web import mount as mount_dashboard
 from hostseal.server.settings import ServerSettings
 from hostseal.server.tokens import metrics_reader
 from hostseal.server.verify import Verifier
 
 log = logging.getLogger("hostseal.server")
-
-
-def http_status(err: HostsealError) -> int:
-    """The status code of an error: the service's own say it; a refused input is 422."""
-    status = getattr(err, "http_status", None)
-    if isinstance(status, int):
-        return status
-    from hostseal.measure.errors import EventLogError
-    from hostseal.secureconfig.errors import RecoveryKeyError
-
-    refused: tuple[type[BaseException], ...] = (EventLogError, RecoveryKeyError)
-    with contextlib.suppress(ImportError):
-        from hostseal.attest.errors import AttestError
-
-        refused = (*refused, AttestError)
-    return 422 if isinstance(err, refused) else 500
 
 
 def error_body(err: BaseException) -> tuple[int, dict[str, Any]]:
@@ -179,11 +165,7 @@ def create_app(
     app.include_router(tokens.router, prefix="/v1")  # admin: API tokens
     v1 = (agent.router, hosts.router, alarms.router, escrow.router, instances.router)
     limits.name_routes("/v1", *v1, tokens.router)  # labels of failed authentications
-    from hostseal.server.http.web import (
-        mount as mount_dashboard,  # web dashboard: docs/dashboard.md
-    )
-
-    mount_dashboard(app)
+    mount_dashboard(app)  # web dashboard: docs/dashboard.md
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
     def metrics(request: Request) -> PlainTextResponse:
@@ -192,7 +174,7 @@ def create_app(
         with ctx.sessions() as session:
             if settings.metrics_access == "token":
                 metrics_reader(session, request.headers.get("authorization"))
-            text = views.metrics(session) + instances.metrics(session, ctx.clock.now())
+            text = fleetmetrics.metrics(session) + instances.metrics(session, ctx.clock.now())
         text += refusals.metrics(ctx.refusals)
         text += limits.metrics()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -23,10 +23,10 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from hostseal.client.wire import EvidenceIn, VerdictOut
 from hostseal.server import attestation
 from hostseal.server.context import ServerContext
 from hostseal.server.http.api.agent import challenge_for, evidence_for, submitted
-from hostseal.server.http.api.schemas import EvidenceIn, VerdictOut
 from hostseal.server.http.app import error_body, invalid_body
 from hostseal.server.http.guard import Limits, too_large
 
@@ -121,8 +121,8 @@ class FastPath:
             await asyncio.wrap_future(ctx.writer.submit(prepared.write))
         except IntegrityError as exc:
             attestation.settle(ctx, prepared, exc)  # raises: a replay, or the host removed
-        outcome = attestation.settle(ctx, prepared, None)
-        return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
+        verdict = attestation.settle(ctx, prepared, None)
+        return VerdictOut(status=verdict.status, messages=verdict.messages)
 
     async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)

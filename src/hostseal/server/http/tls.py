@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hostseal import pki
+from hostseal.client.defaults import CA_FILE
 from hostseal.errors import HostsealError
 from hostseal.fsutil import atomic_write
 from hostseal.server.settings import ServerSettings
@@ -80,29 +82,16 @@ def _create_ca(tls_dir: Path, now: datetime) -> tuple[x509.Certificate, ec.Ellip
             x509.NameAttribute(NameOID.COMMON_NAME, f"hostseal server CA {socket.gethostname()}"),
         ]
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    cert = pki.self_signed_ca(
+        key, name, now=now, lifetime=timedelta(days=3650), hash_algorithm=hashes.SHA256()
     )
     atomic_write(tls_dir / "ca.key", _key_pem(key), mode=0o600)
-    atomic_write(tls_dir / "ca.pem", cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    atomic_write(tls_dir / CA_FILE, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return cert, key
 
 
 def _load_ca(tls_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    cert = x509.load_pem_x509_certificate((tls_dir / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((tls_dir / CA_FILE).read_bytes())
     key = serialization.load_pem_private_key((tls_dir / "ca.key").read_bytes(), None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TlsSetupFailed(
@@ -165,12 +154,12 @@ def ensure_tls(settings: ServerSettings, now: datetime | None = None) -> TlsFile
     tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     names = server_names(settings)
     with _locked(tls_dir / ".lock"):  # two processes must not make two CAs
-        if not (tls_dir / "ca.pem").is_file() or not (tls_dir / "ca.key").is_file():
+        if not (tls_dir / CA_FILE).is_file() or not (tls_dir / "ca.key").is_file():
             _create_ca(tls_dir, now)
             (tls_dir / "server.pem").unlink(missing_ok=True)
         if _needs_new(tls_dir / "server.pem", names, now):
             _issue_server(tls_dir, names, now)
-    return TlsFiles(tls_dir / "server.pem", tls_dir / "server.key", tls_dir / "ca.pem")
+    return TlsFiles(tls_dir / "server.pem", tls_dir / "server.key", tls_dir / CA_FILE)
 
 
 @contextlib.contextmanager

@@ -114,7 +114,7 @@ class Host(Base):
     removed_by: Mapped[str | None] = mapped_column(String(255))
     removed_reason: Mapped[str | None] = mapped_column(Text)
 
-    verdicts: Mapped[list[Verdict]] = relationship(
+    verdicts: Mapped[list[StoredVerdict]] = relationship(
         back_populates="host", cascade="all, delete-orphan", passive_deletes=True
     )
     eventlog_row: Mapped[HostEventLog | None] = relationship(
@@ -210,7 +210,7 @@ class TpmChangeRequest(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
 
-class Verdict(Base):
+class StoredVerdict(Base):
     """One attestation result, kept as history. ``nonce`` (the challenge's, hex) is unique: a
     quote is accepted once (hostseal.server.challenges)."""
 

@@ -6,12 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from hostseal.secureconfig.recoverykey import format_recovery_id, parse_recovery_id
-from hostseal.server import attestation, audit, enrol, escrow, reporting, views
-from hostseal.server.context import ServerContext
-from hostseal.server.errors import EvidenceMalformed
-from hostseal.server.http.api.deps import Agent, Ctx, b64, b64e, bearer, context_of
-from hostseal.server.http.api.schemas import (
+from hostseal.client.wire import (
+    AttestStatus,
     ChallengeOut,
     EnrolFinish,
     EnrolFinished,
@@ -23,6 +19,11 @@ from hostseal.server.http.api.schemas import (
     SecureConfig,
     VerdictOut,
 )
+from hostseal.secureconfig.recoverykey import format_recovery_id, parse_recovery_id
+from hostseal.server import attestation, audit, enrol, escrow, hostviews, reporting
+from hostseal.server.context import ServerContext
+from hostseal.server.errors import EvidenceMalformed
+from hostseal.server.http.api.deps import Agent, Ctx, b64, b64e, bearer, context_of
 from hostseal.server.storage.models import Host
 from hostseal.server.tokens import require_agent
 
@@ -74,8 +75,15 @@ def challenge_for(
     """The challenge route's work (also answered by :mod:`hostseal.server.http.fastpath`). The
     attestation routes resolve their caller here, not with dependencies: each sync dependency
     costs a thread hop per request."""
-    host = attestation.agent_host(ctx, authorization, reader)
-    return ChallengeOut(**attestation.challenge(ctx, host))
+    issued = attestation.challenge(ctx, attestation.agent_host(ctx, authorization, reader))
+    return ChallengeOut(
+        nonce=issued.nonce,
+        challenge=issued.challenge,
+        expires_at=issued.expires_at,
+        bank=issued.bank,
+        pcrs=issued.pcrs,
+        eventlog_sha256=issued.eventlog_sha256,
+    )
 
 
 def _pcrs(raw: dict[str, dict[str, str]]) -> dict[str, dict[int, bytes]]:
@@ -132,8 +140,8 @@ def evidence(body: EvidenceIn, request: Request) -> VerdictOut:
 def evidence_for(ctx: ServerContext, authorization: str | None, body: EvidenceIn) -> VerdictOut:
     """The evidence route's work (also answered by :mod:`hostseal.server.http.fastpath`)."""
     host = attestation.agent_host(ctx, authorization)
-    outcome = attestation.submit_evidence(ctx, host, submitted(body))
-    return VerdictOut(status=outcome.status, messages=outcome.messages)  # type: ignore[arg-type]
+    verdict = attestation.submit_evidence(ctx, host, submitted(body))
+    return VerdictOut(status=verdict.status, messages=verdict.messages)
 
 
 def submitted(body: EvidenceIn) -> attestation.Evidence:
@@ -150,21 +158,22 @@ def submitted(body: EvidenceIn) -> attestation.Evidence:
     )
 
 
-@router.get("/attest/status")
-def own_status(ctx: Ctx, agent: Agent) -> dict[str, Any]:
+@router.get("/attest/status", response_model=AttestStatus)
+def own_status(ctx: Ctx, agent: Agent) -> AttestStatus:
     """This host's attestation status, for its agent (and for vTPM key release on the host):
     ``not-reporting`` as soon as the host is late (docs/server.md), whatever its last verdict."""
     host_id, _ = require_agent(agent)
     with ctx.sessions() as session:
         host = session.get(Host, host_id)
         assert host is not None
-        shown = reporting.shown(views.host_to_dict(session, host), ctx.clock.now(), ctx.settings)
-    return {
-        "host": shown["name"],
-        "status": shown["status"],
-        "messages": shown["messages"],
-        "last_attested_at": shown["last_attested_at"],
-    }
+        shown = hostviews.host_to_dict(session, host)
+        shown = reporting.shown(shown, ctx.clock.now(), ctx.settings)
+    return AttestStatus(
+        host=shown["name"],
+        status=shown["status"],
+        messages=shown["messages"],
+        last_attested_at=shown["last_attested_at"],
+    )
 
 
 @router.post("/escrow", response_model=EscrowOut)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from hostseal.server import alarms
+from hostseal.server import alarmreset, alarms
 from hostseal.server.http.api.deps import Ctx, NameQuery, Operator, RowId, Viewer
 from hostseal.server.http.api.schemas import CommentIn
 
@@ -40,6 +40,6 @@ def acknowledge(alarm_id: RowId, body: CommentIn, ctx: Ctx, who: Operator) -> di
 def reset(alarm_id: RowId, body: CommentIn, ctx: Ctx, who: Operator) -> dict[str, Any]:
     """Reset to green by hand; refused (409) while the alarm's condition still holds."""
     with ctx.sessions.begin() as session:
-        alarm = alarms.reset(session, alarm_id, who, body.comment, ctx.clock.now())
+        alarm = alarmreset.reset(session, alarm_id, who, body.comment, ctx.clock.now())
         session.flush()
         return alarms.to_dict(alarm)

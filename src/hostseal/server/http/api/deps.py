@@ -10,9 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from hostseal.client.wire import MAX_NAME
 from hostseal.server.context import ServerContext
 from hostseal.server.errors import EvidenceMalformed
-from hostseal.server.http.api.schemas import MAX_NAME, MAX_TEXT, NAME_PATTERN
+from hostseal.server.http.api.schemas import MAX_TEXT, NAME_PATTERN
 from hostseal.server.tokens import Principal, authenticate, require_agent, require_role
 
 bearer = HTTPBearer(auto_error=False, description="A user token or an agent token.")

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from hostseal.server import enrol, enroltokens, policies, reporting, views
+from hostseal.server import enrol, enroltokens, hostviews, policies, reporting
 from hostseal.server.http.api.deps import Admin, Ctx, NamePath, Operator, ReasonQuery, RowId, Viewer
 from hostseal.server.http.api.schemas import AssignIn, CaptureIn, EnrolmentTokenIn, ReasonIn
 
@@ -19,7 +19,7 @@ def list_hosts(ctx: Ctx, _: Viewer, removed: bool = False) -> list[dict[str, Any
     """Every host with its status, last verdict and messages, EK/AK, secure config, escrow,
     TPM change requests; with ``removed=true`` the removed hosts (tombstones) instead."""
     with ctx.sessions() as session:
-        hosts = views.list_hosts(session, removed=removed)
+        hosts = hostviews.list_hosts(session, removed=removed)
     return [reporting.shown(h, ctx.clock.now(), ctx.settings) for h in hosts]
 
 
@@ -29,13 +29,13 @@ def show_host(name: NamePath, ctx: Ctx, _: Viewer) -> dict[str, Any]:
     removed one shows the most recently removed (status ``removed``)."""
     with ctx.sessions() as session:
         host = enrol.get_host_or_tombstone(session, name)
-        shown = views.host_to_dict(session, host, history=True)
+        shown = hostviews.host_to_dict(session, host, history=True)
     return reporting.shown(shown, ctx.clock.now(), ctx.settings)
 
 
 def _shown(ctx: Ctx, name: str) -> dict[str, Any]:
     with ctx.sessions() as session:
-        return views.host_to_dict(session, enrol.get_host(session, name))
+        return hostviews.host_to_dict(session, enrol.get_host(session, name))
 
 
 @router.post("/hosts/{name}/reconnect")

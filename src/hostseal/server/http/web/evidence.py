@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hostseal.attest import Finding
 from hostseal.errors import HostsealError
 from hostseal.measure import Event, EventLog, EventType, cmdline_of, decode_variable, describe
 from hostseal.server.context import ServerContext
-from hostseal.server.http.web.facts import parsed_log
-from hostseal.server.storage.models import Host, Policy, Verdict
-from hostseal.server.verify import CheckedEvidence
+from hostseal.server.http.web.hostrows import parsed_log
+from hostseal.server.storage.models import Host, Policy, StoredVerdict
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class HostEvidence:
     pcrs: list[PcrRow]
     events: list[EventRow]
     log_error: str | None
-    findings: list[dict[str, Any]]
+    findings: list[Finding]
     requirements: list[str]
     #: the decoded log is shown a page at a time: ``events`` is page ``page`` of ``pages``
     event_count: int = 0
@@ -167,11 +167,11 @@ def _cmdline_event(log: EventLog) -> int | None:
     return found
 
 
-def _event_of(finding: dict[str, Any], log: EventLog) -> int | None:
-    details = finding.get("details") or {}
-    if isinstance(details.get("event"), int):
-        return int(details["event"])
-    kind = str(finding.get("id", ""))
+def _event_of(finding: Finding, log: EventLog) -> int | None:
+    event = finding.details.get("event")
+    if isinstance(event, int):
+        return event
+    kind = finding.id
     if kind.startswith("secure_boot"):
         return _secure_boot_event(log)
     if kind.startswith("kernel_cmdline"):
@@ -285,19 +285,18 @@ def host_evidence(ctx: ServerContext, session: Session, host: Host, page: int = 
             values = {
                 b: {int(i): bytes.fromhex(v) for i, v in vals.items()} for b, vals in pcrs.items()
             }
-            checked = CheckedEvidence(values, host.last_eventlog, log)
-            outcome = ctx.verifier.evaluate(facts, checked)
+            verdict = ctx.verifier.evaluate(facts, values, log)
         except (HostsealError, ValueError) as err:
             evidence.policy_error = getattr(err, "message", str(err))
         else:
-            evidence.findings = outcome.findings
+            evidence.findings = verdict.findings
             notes = _place(evidence.findings, log)
     if log is not None:
         _paginate(evidence, log, bank, notes, page)
     return evidence
 
 
-def _place(findings: list[dict[str, Any]], log: EventLog | None) -> dict[int, list[Note]]:
+def _place(findings: list[Finding], log: EventLog | None) -> dict[int, list[Note]]:
     """The notes of each event (by index): the findings pinned to it, and "which differs" on
     the events of a PCR whose value differs."""
     notes: dict[int, list[Note]] = {}
@@ -305,14 +304,12 @@ def _place(findings: list[dict[str, Any]], log: EventLog | None) -> dict[int, li
         return notes
     known = {e.index for e in log.events}
     for finding in findings:
-        message = str(finding.get("message") or finding.get("text") or "")
-        severity = "warning" if finding.get("severity") == "warning" else "failure"
         index = _event_of(finding, log)
         if index is not None and index in known:
-            notes.setdefault(index, []).append(Note(severity, message))
+            notes.setdefault(index, []).append(Note(finding.severity, finding.message))
             continue
-        pcr = finding.get("pcr")
-        if finding.get("id") == "pcr_mismatch" and isinstance(pcr, int):
+        pcr = finding.pcr
+        if finding.id == "pcr_mismatch" and pcr is not None:
             for event in log.events:
                 if event.pcr == pcr:
                     note = Note("context", f"measured into PCR {pcr}, which differs")
@@ -337,7 +334,7 @@ class VerdictChange:
         return self.before_status == self.after_status and not self.gone and not self.new
 
 
-def verdict_change(verdicts: list[Verdict]) -> VerdictChange | None:
+def verdict_change(verdicts: list[StoredVerdict]) -> VerdictChange | None:
     """``verdicts`` newest first; None with fewer than two."""
     if len(verdicts) < 2:
         return None

@@ -17,12 +17,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from hostseal.server import alarms, audit, enrol, escrow, policies, views
+from hostseal.server import alarms, audit, enrol, escrow, hostviews, policies
 from hostseal.server.context import ServerContext
-from hostseal.server.http.web import chart, evidence, facts
+from hostseal.server.http.web import chart, evidence, hostrows
 from hostseal.server.http.web.render import WebRoute, fragment, may, page
 from hostseal.server.http.web.session import User, ctx_of, user
-from hostseal.server.storage.models import EscrowedKey, Host, Verdict
+from hostseal.server.storage.models import EscrowedKey, Host, StoredVerdict
 from hostseal.server.tokens import require_role
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -70,9 +70,9 @@ class OverviewQuery:
         status = params.get("status", "")
         sort = params.get("sort", "status")
         return cls(
-            status if status in facts.FILTERS else "",
+            status if status in hostrows.FILTERS else "",
             params.get("q", "")[:200],
-            sort if sort in facts.SORTS else "status",
+            sort if sort in hostrows.SORTS else "status",
             params.get("order") == "desc",
         )
 
@@ -80,7 +80,7 @@ class OverviewQuery:
 def _fleet_chart(request: Request, session: Session, now: datetime) -> chart.FleetChart:
     """The fleet chart, computed again when a verdict arrives or every ``CHART_TTL`` s."""
     key = (
-        session.scalar(select(func.max(Verdict.id))),
+        session.scalar(select(func.max(StoredVerdict.id))),
         session.scalar(select(func.count(Host.id)).where(Host.removed_at.is_(None))),
     )
     cached = getattr(request.app.state, "web_chart", None)
@@ -88,12 +88,18 @@ def _fleet_chart(request: Request, session: Session, now: datetime) -> chart.Fle
         found: chart.FleetChart = cached[2]
         return found
     since = now - chart.WINDOW
-    before = select(func.max(Verdict.id)).where(Verdict.at < since).group_by(Verdict.host_id)
+    before = (
+        select(func.max(StoredVerdict.id))
+        .where(StoredVerdict.at < since)
+        .group_by(StoredVerdict.host_id)
+    )
     rows = session.execute(
-        select(Verdict.host_id, Verdict.at, Verdict.status)
-        .join(Host, Host.id == Verdict.host_id)
-        .where(Host.removed_at.is_(None), or_(Verdict.at >= since, Verdict.id.in_(before)))
-        .order_by(Verdict.at, Verdict.id)
+        select(StoredVerdict.host_id, StoredVerdict.at, StoredVerdict.status)
+        .join(Host, Host.id == StoredVerdict.host_id)
+        .where(
+            Host.removed_at.is_(None), or_(StoredVerdict.at >= since, StoredVerdict.id.in_(before))
+        )
+        .order_by(StoredVerdict.at, StoredVerdict.id)
     ).all()
     hosts = session.execute(
         select(Host.id, Host.enrolled_at).where(Host.removed_at.is_(None))
@@ -109,16 +115,16 @@ def _overview_regions(request: Request, who: User) -> dict[str, str]:
     ctx = ctx_of(request)
     query = OverviewQuery.of(request)
     with ctx.sessions() as session:
-        rows = facts.host_rows(session)
+        rows = hostrows.host_rows(session)
         active = len(alarms.list_alarms(session, state="active"))
         drawn = _fleet_chart(request, session, ctx.clock.now())
-    shown = facts.filter_and_sort(
+    shown = hostrows.filter_and_sort(
         rows, status=query.status, text=query.text, sort=query.sort, descending=query.descending
     )
     common = _common(request, who)
     return {
         "summary": fragment(
-            "_summary.html", counts=facts.summary(rows), total=len(rows), active=active, **common
+            "_summary.html", counts=hostrows.summary(rows), total=len(rows), active=active, **common
         ),
         "hosts": fragment("_hosts_table.html", rows=shown, total=len(rows), q=query, **common),
         "chart": fragment("_fleet_chart.html", chart=drawn, **common),
@@ -140,8 +146,8 @@ def overview(request: Request, who: LoggedIn) -> HTMLResponse:
         session=who.session,
         regions=_overview_regions(request, who),
         q=OverviewQuery.of(request),
-        filters=facts.FILTERS,
-        sorts=facts.SORTS,
+        filters=hostrows.FILTERS,
+        sorts=hostrows.SORTS,
         live="/ui/live/overview",
     )
 
@@ -161,12 +167,12 @@ def _host_regions(request: Request, who: User, name: str) -> tuple[dict[str, str
         host = enrol.get_host(session, name)
         host_alarms = alarms.list_alarms(session, host=name, limit=20)
         active = sum(1 for a in host_alarms if a.state != alarms.CLEARED)
-        row = facts.host_row(session, host, active)
+        row = hostrows.host_row(session, host, active)
         verdicts = list(
             session.scalars(
-                select(Verdict)
-                .where(Verdict.host_id == host.id)
-                .order_by(Verdict.id.desc())
+                select(StoredVerdict)
+                .where(StoredVerdict.host_id == host.id)
+                .order_by(StoredVerdict.id.desc())
                 .limit(100)
             )
         )
@@ -181,7 +187,7 @@ def _host_regions(request: Request, who: User, name: str) -> tuple[dict[str, str
                 verdicts=verdicts,
                 timeline=timeline,
                 change=evidence.verdict_change(verdicts),
-                verdict_states=facts.VERDICTS,
+                verdict_states=hostrows.VERDICTS,
                 **common,
             ),
             "alarms": fragment(
@@ -209,7 +215,7 @@ def _host_regions(request: Request, who: User, name: str) -> tuple[dict[str, str
             "status": host.status,
             "policy": host.policy_name,
             "tpm": row.tpm,
-            "tpm_change_requests": views.tpm_change_requests(session, host),
+            "tpm_change_requests": hostviews.tpm_change_requests(session, host),
             "versions": {"evidence": evidence_version},
         }
     return regions, facts_of_host
@@ -330,7 +336,7 @@ def escrow_page(request: Request, who: LoggedIn) -> HTMLResponse:
             session=who.session,
             states=states,
             removed=removed,
-            labels=facts.ESCROW,
+            labels=hostrows.ESCROW,
         )
 
 

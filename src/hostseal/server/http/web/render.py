@@ -23,7 +23,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from pydantic import ValidationError
 
 from hostseal.errors import HostsealError
-from hostseal.server.http.web import facts
+from hostseal.server.errors import Unprocessable, http_status
+from hostseal.server.http.web import hostrows
 from hostseal.server.http.web.session import (
     LoginRequired,
     WebSession,
@@ -81,8 +82,8 @@ def _environment() -> Environment:
     env.filters["iso"] = iso
     env.filters["urlpart"] = lambda text: quote(str(text), safe="")
     env.filters["tojson_pretty"] = lambda data: json.dumps(data, indent=2, sort_keys=True)
-    env.globals["alarm_state"] = lambda state: facts.ALARM_STATES.get(
-        state, facts.Status(state, "info", "?", 9)
+    env.globals["alarm_state"] = lambda state: hostrows.ALARM_STATES.get(
+        state, hostrows.Status(state, "info", "?", 9)
     )
     env.globals["query"] = lambda **kw: urlencode({k: v for k, v in kw.items() if v})
     return env
@@ -124,8 +125,6 @@ def page(
 
 
 def error_page(request: Request, err: HostsealError) -> HTMLResponse:
-    from hostseal.server.http.app import http_status  # the API's own mapping (imported late)
-
     found = visitor(request)
     return page(
         request,
@@ -140,8 +139,6 @@ def error_page(request: Request, err: HostsealError) -> HTMLResponse:
 
 
 def _form_refused(err: ValidationError) -> HostsealError:
-    from hostseal.server.errors import Unprocessable
-
     problems = [
         f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors()
     ]

@@ -1,10 +1,11 @@
-r"""A client of the attestation service's REST API (httpx): one server, one token, one CA.
+r"""The client of the attestation service's REST API (httpx): one server, one token, one CA.
 
-Used by ``hostseal host|alarm|policy|escrow``. Imports neither FastAPI nor SQLAlchemy. The token
-comes from a file (``--token-file`` / ``HOSTSEAL_TOKEN_FILE``) or ``HOSTSEAL_TOKEN``, never from
-the command line; the server is reached over https:// only (``hostseal.transport``: plain HTTP
-only to a loopback address, on request); the server's errors become :class:`HostsealError`\ s
-named after the server's error type, with its message and remedy.
+Used by the admin CLI (``hostseal host|alarm|policy|escrow``), the agent and key release. The
+token comes from a file (``--token-file`` / ``HOSTSEAL_TOKEN_FILE``) or ``HOSTSEAL_TOKEN``, never
+from the command line; the server is reached over https:// only (:mod:`hostseal.client.transport`:
+plain HTTP only to a loopback address, on request); the server's errors become
+:class:`HostsealError`\ s named after the server's error type, with its message and remedy.
+Bodies are JSON, or the wire models of :mod:`hostseal.client.wire` (:meth:`Client.send`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
+from hostseal.client.defaults import DEFAULT_SERVER_DATA, server_ca_file
+from hostseal.client.transport import check_server_url
 from hostseal.errors import HostsealError
-from hostseal.transport import check_server_url
 
-DEFAULT_SERVER = "https://127.0.0.1:8443"
+Answer = TypeVar("Answer", bound=BaseModel)
 
 
 class ApiError(HostsealError):
@@ -35,6 +38,10 @@ class ApiError(HostsealError):
 
 class ServiceUnreachable(HostsealError):
     """The attestation service could not be reached (address, network, TLS)."""
+
+
+class UnexpectedAnswer(HostsealError):
+    """The server's answer does not have the shape of this version's wire model."""
 
 
 _ERROR_TYPES: dict[str, type[ApiError]] = {}
@@ -58,19 +65,40 @@ class Client:
         verify: ssl.SSLContext | bool,
         *,
         allow_plain_http_loopback: bool = False,
+        timeout: float = 30,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         # every call carries a token or (enrolment) receives one: https:// only, checked
-        # before any connection is made (hostseal.transport)
+        # before any connection is made (hostseal.client.transport)
         self.server = check_server_url(server, allow_plain_http_loopback=allow_plain_http_loopback)
         self._http = httpx.Client(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             verify=verify,
-            timeout=30,
+            timeout=timeout,
+            transport=transport,
         )
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def send(self, method: str, path: str, body: BaseModel | None, answer: type[Answer]) -> Answer:
+        """``body`` (a wire model; None: no body) to ``path``; the server's answer as ``answer``."""
+        data = self.call(method, path, body=body.model_dump(mode="json") if body else None)
+        try:
+            return answer.model_validate(data)
+        except ValidationError as exc:
+            raise UnexpectedAnswer(
+                f"The answer of {self.server} to {method} {path} is not what this version of "
+                f"hostseal expects: {exc.error_count()} field(s) differ.",
+                "Check that the server and this host run the same hostseal version.",
+            ) from None
 
     def call(
         self,
@@ -80,6 +108,7 @@ class Client:
         body: Any = None,
         params: dict[str, str] | None = None,
     ) -> Any:
+        """JSON ``body`` to ``path``; the server's JSON answer."""
         try:
             response = self._http.request(method, path, json=body, params=params)
         except httpx.ConnectError as exc:
@@ -150,10 +179,15 @@ def tls_verify(ca: Path | None, server: str) -> ssl.SSLContext | bool:
     """What to verify the server's certificate with: ``ca``, else the local server's CA when
     readable, else the system's trust store."""
     if ca is None and server.startswith("https://"):
-        data = Path(os.environ.get("HOSTSEAL_SERVER_DATA") or "/var/lib/hostseal/server")
-        local = data / "tls" / "ca.pem"
+        data = Path(os.environ.get("HOSTSEAL_SERVER_DATA") or DEFAULT_SERVER_DATA)
+        local = server_ca_file(data)
         if os.access(local, os.R_OK):
             ca = local
+    return trust(ca)
+
+
+def trust(ca: Path | None) -> ssl.SSLContext | bool:
+    """What to verify the server's certificate with: ``ca``, else the system's trust store."""
     if ca is None:
         return True
     try:

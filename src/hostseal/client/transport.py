@@ -8,8 +8,8 @@ development against a server on this machine: ``http://`` to a loopback address 
 or ``HOSTSEAL_ALLOW_PLAIN_HTTP=loopback``. Non-loopback addresses are refused even then; names
 other than ``localhost`` are not resolved (a name can point anywhere).
 
-Used by :class:`hostseal.server.client.Client` (the CLI and the agent) and
-:class:`hostseal.keyprovider.release.HttpVerdictSource` (key release).
+Run by :class:`hostseal.client.http.Client` (the admin CLI, the agent and key release) before
+it connects, and by the commands that take a server's URL before they keep it.
 """
 
 from __future__ import annotations

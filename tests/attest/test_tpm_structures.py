@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from hostseal.attest.errors import QuoteMalformed
-from hostseal.attest.tpm2b import (
+from hostseal.attest.tpm_structures import (
     ALG_ECDSA,
     ALG_RSASSA,
     ST_ATTEST_QUOTE,

@@ -1,4 +1,5 @@
-"""Fuzzing: random and mutated TPM structures, PCR files and whole quotes raise only
+"""Fuzzing: random and mutated TPM structures, tpm2-tools files (PCR values, plain signatures,
+read by hostseal.attest.tpm2tools) and whole quotes raise only
 AttestError (QuoteMalformed for the parsers), quickly."""
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from hypothesis import strategies as st
 
 from hostseal.attest.errors import AttestError, QuoteMalformed
 from hostseal.attest.quote import verify_quote
-from hostseal.attest.tpm2b import PcrSelection, parse_attest, parse_signature, quote_fields
+from hostseal.attest.tpm2tools import read_pcr_file, read_signature_file
+from hostseal.attest.tpm_structures import PcrSelection, parse_attest, parse_signature, quote_fields
 from hostseal.attest.tpmkey import load_ak_public, parse_public, parse_public_2b
-from hostseal.cli.quote import read_pcr_file, read_signature_file
 
 pytestmark = pytest.mark.fuzz
 
@@ -158,7 +159,7 @@ def test_the_one_pass_quote_reader_agrees_with_the_full_parser(forge, data: st.D
 def test_the_one_read_signature_parser_agrees_with_the_field_by_field_one(
     forge, data: st.DataObject
 ) -> None:  # type: ignore[no-untyped-def]
-    from hostseal.attest.tpm2b import read_signature
+    from hostseal.attest.tpm_structures import read_signature
 
     rsa_quote, ecc_quote = _seeds(forge)
     seed = data.draw(st.sampled_from([rsa_quote.signature, ecc_quote.signature]))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Executable, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostseal.server import alarms, escrow
-from hostseal.server.storage.models import Alarm, Host, TpmChangeRequest, Verdict
+from hostseal.server.storage.models import Alarm, Host, StoredVerdict, TpmChangeRequest
 
 HISTORY = 100
 
@@ -52,9 +52,9 @@ def host_to_dict(session: Session, host: Host, *, history: bool = False) -> dict
         }
     if history:
         verdicts = session.scalars(
-            select(Verdict)
-            .where(Verdict.host_id == host.id)
-            .order_by(Verdict.id.desc())
+            select(StoredVerdict)
+            .where(StoredVerdict.host_id == host.id)
+            .order_by(StoredVerdict.id.desc())
             .limit(HISTORY)
         )
         data["verdicts"] = [
@@ -103,57 +103,3 @@ def list_hosts(session: Session, *, removed: bool = False) -> list[dict[str, Any
     which = Host.removed_at.is_not(None) if removed else Host.removed_at.is_(None)
     query = select(Host).where(which).order_by(Host.name, Host.id)
     return [host_to_dict(session, h) for h in session.scalars(query)]
-
-
-def _counts(session: Session, query: Executable) -> dict[str, int]:
-    return {str(key): int(value) for key, value in session.execute(query)}
-
-
-def metrics(session: Session) -> str:
-    """Prometheus text exposition (version 0.0.4)."""
-    lines = [
-        "# HELP hostseal_hosts Hosts by status.",
-        "# TYPE hostseal_hosts gauge",
-    ]
-    by_status = _counts(
-        session,
-        select(Host.status, func.count()).where(Host.removed_at.is_(None)).group_by(Host.status),
-    )
-    for status in (
-        "passed",
-        "failed",
-        "warning",
-        "not-reporting",
-        "pending-approval",
-        "enrolled",
-    ):
-        lines.append(f'hostseal_hosts{{status="{status}"}} {by_status.get(status, 0)}')
-    lines += [
-        "# HELP hostseal_verdicts_total Attestation verdicts recorded, by status.",
-        "# TYPE hostseal_verdicts_total counter",
-    ]
-    verdicts = _counts(session, select(Verdict.status, func.count()).group_by(Verdict.status))
-    for status in ("Passed", "Failed", "Warning"):
-        lines.append(f'hostseal_verdicts_total{{status="{status}"}} {verdicts.get(status, 0)}')
-    lines += [
-        "# HELP hostseal_alarms_raised Alarms not cleared (raised or acknowledged), by kind.",
-        "# TYPE hostseal_alarms_raised gauge",
-    ]
-    raised = _counts(
-        session,
-        select(Alarm.kind, func.count())
-        .join(Alarm.host)
-        .where(Alarm.state != alarms.CLEARED, Host.removed_at.is_(None))
-        .group_by(Alarm.kind),
-    )
-    for kind in alarms.TITLES:
-        lines.append(f'hostseal_alarms_raised{{kind="{kind}"}} {raised.get(kind, 0)}')
-    open_requests = session.scalar(
-        select(func.count()).select_from(TpmChangeRequest).where(TpmChangeRequest.state == "open")
-    )
-    lines += [
-        "# HELP hostseal_tpm_change_requests_open TPM change requests waiting for an operator.",
-        "# TYPE hostseal_tpm_change_requests_open gauge",
-        f"hostseal_tpm_change_requests_open {open_requests or 0}",
-    ]
-    return "\n".join(lines) + "\n"

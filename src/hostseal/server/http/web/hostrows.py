@@ -13,10 +13,11 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cryptography import x509
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from hostseal import tcg
+from hostseal.attest import EkCertificateMalformed, read_ek_certificate
 from hostseal.measure import EventLog, EventLogError, parse_event_log, secure_boot_state
 from hostseal.server import alarms, escrow
 from hostseal.server.storage.models import Alarm, Host
@@ -61,12 +62,6 @@ FILTERS = {
 }
 SORTS = {"status": "Status", "name": "Host", "last": "Last attested", "message": "Message"}
 
-# TCG vendor IDs of firmware TPMs (Intel PTT, AMD fTPM, ...) and of software/virtual ones; the
-# same heuristic as ``hostseal tpm info`` (hostseal.tpm.facts, not imported: it loads tpm2-pytss).
-_FIRMWARE = {"INTC", "AMD", "QCOM", "ROCC"}
-_VIRTUAL = {"IBM", "GOOG", "MSFT"}
-_TPM_MANUFACTURER = x509.ObjectIdentifier("2.23.133.2.1")
-
 
 def status_of(name: str) -> Status:
     return STATUSES.get(name, Status(name, "info", "?", 9))
@@ -103,25 +98,18 @@ def secure_boot_word(raw: bytes | None) -> str:
 
 @functools.lru_cache(maxsize=256)
 def tpm_from_certificate(certificate: bytes | None) -> tuple[str, str] | None:
-    """(vendor ID, kind) from the TPM manufacturer attribute of the EK certificate."""
+    """(vendor ID, kind) from the TPM manufacturer attribute of the EK certificate, read by
+    :func:`hostseal.attest.read_ek_certificate` (every vendor's quirks included); None when
+    there is no certificate, it cannot be read, or it names no vendor."""
     if not certificate:
         return None
     try:
-        cert = x509.load_der_x509_certificate(certificate)
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound):
+        ek = read_ek_certificate(certificate)
+    except EkCertificateMalformed:
         return None
-    for directory in names.get_values_for_type(x509.DirectoryName):
-        for attribute in directory.get_attributes_for_oid(_TPM_MANUFACTURER):
-            text = str(attribute.value).removeprefix("id:")
-            try:
-                vendor = bytes.fromhex(text).rstrip(b"\0 ").decode("ascii", "replace")
-            except ValueError:
-                vendor = text
-            if vendor in _VIRTUAL:
-                return vendor, "virtual"
-            return vendor, "firmware" if vendor in _FIRMWARE else "discrete"
-    return None
+    if ek.vendor is None:
+        return None
+    return ek.vendor, tcg.tpm_kind(ek.vendor)
 
 
 @dataclass(frozen=True)
