@@ -39,7 +39,11 @@ def test_without_policy_the_verdict_is_a_warning_never_passed(
 ) -> None:
     verdict = server.attest(agent, tpm)
     assert verdict["status"] == "Warning"
-    assert verdict["messages"][0].startswith("No reference policy is assigned to this host")
+    assert verdict["messages"] == [
+        "No reference policy is assigned to this host: its quote and event log verified, but its "
+        "measurements were not compared with known-good values. Assign one: hostseal policy "
+        "capture NAME --host HOST --reason WHY, or hostseal policy assign NAME HOST --reason WHY."
+    ]
     host = server.host("host1")
     assert host["status"] == "warning"
     assert host["last_attested_at"] == server.clock.now().isoformat()

@@ -64,7 +64,7 @@ from hostseal.server.verify import DEFAULT_BANK, DEFAULT_PCRS, PolicyFacts
 NO_POLICY = (
     "No reference policy is assigned to this host: its quote and event log verified, but its "
     "measurements were not compared with known-good values. Assign one: hostseal policy "
-    "capture NAME --host HOST, or hostseal policy assign NAME HOST."
+    "capture NAME --host HOST --reason WHY, or hostseal policy assign NAME HOST --reason WHY."
 )
 POLICY_CACHE_SIZE = 256  # parsed policies kept (a fleet has a few)
 

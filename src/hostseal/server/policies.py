@@ -95,7 +95,7 @@ def put_policy(
         raise PolicyRefused(
             f"The reference policy {name!r} is empty: it would accept every host.",
             "Send a policy with the PCR values or events to expect, or capture one from a "
-            "known-good host: hostseal policy capture NAME --host HOST.",
+            "known-good host: hostseal policy capture NAME --host HOST --reason WHY.",
         )
     if document.get("name") not in (None, name):
         raise PolicyRefused(
