@@ -113,6 +113,7 @@ class LabFleet:
 
 @contextlib.contextmanager
 def live_service(data: Path, env: dict[str, str] | None = None) -> Iterator[Live]:
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)  # as a first `server run` would
     tokens: dict[str, str] = {}
     for role in ("admin", "operator", "viewer"):
         created = hostseal(

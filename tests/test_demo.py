@@ -36,6 +36,9 @@ def test_demo_seal_tells_the_story(tmp_path: Path) -> None:
     ):
         assert expected in out, expected
     assert not any((tmp_path / "lab").iterdir())  # the demo host was removed
+    assert "Mode TPM, Require Secure Boot true, sealed to PCRs 7 (sha256), recovery key {" in out
+    for python_repr in ("True", "False", "None", "['", "[7]"):
+        assert python_repr not in out, python_repr
 
 
 def test_demo_fleet_runs_until_interrupted(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hostseal.errors import HostsealError
 from hostseal.measure import parse_event_log, secure_boot_state
-from hostseal.tpm import Problem, Tpm, TpmFacts
+from hostseal.tpm import Problem, Tcti, Tpm, TpmFacts, TpmUnavailable
 
 EFIVARS = Path("/sys/firmware/efi/efivars")
 SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
@@ -36,7 +36,7 @@ class HostInfo:
     in_lockout: bool
     problems: list[Problem] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, object]:
+    def _tpm_dict(self) -> dict[str, object]:
         t = self.tpm
         return {
             "present": True,
@@ -50,6 +50,11 @@ class HostInfo:
             "pcr_banks": {bank: pcrs for bank, pcrs in t.pcr_banks.items()},
             "active_banks": t.active_banks,
             "sha256_active": t.sha256_active,
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            **self._tpm_dict(),
             "secure_boot": {
                 "enabled": self.secure_boot.enabled,
                 "source": self.secure_boot.source,
@@ -57,6 +62,40 @@ class HostInfo:
             },
             "drtm": {"launched": self.drtm_launched},
             "dictionary_attack_lockout": self.in_lockout,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+@dataclass(frozen=True)
+class NoTpm:
+    """What ``tpm info`` reports when no TPM answers: "TPM present: no", the reason as the
+    first failed prerequisite, and what can be known without a TPM (Secure Boot). The JSON has
+    :class:`HostInfo`'s keys, with ``null`` where a TPM would answer."""
+
+    tcti: str
+    secure_boot: SecureBoot
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "present": False,
+            "tcti": self.tcti,
+            "version": None,
+            "manufacturer": None,
+            "vendor_string": None,
+            "firmware_version": None,
+            "spec_revision": None,
+            "kind": None,
+            "pcr_banks": {},
+            "active_banks": [],
+            "sha256_active": None,
+            "secure_boot": {
+                "enabled": self.secure_boot.enabled,
+                "source": self.secure_boot.source,
+                "detail": self.secure_boot.detail,
+            },
+            "drtm": {"launched": None},
+            "dictionary_attack_lockout": None,
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -84,13 +123,18 @@ def secure_boot_from_eventlog(path: Path) -> SecureBoot:
     return SecureBoot(state, "eventlog", str(path))
 
 
-def collect(tpm: Tpm, eventlog: Path, efivars: Path = EFIVARS) -> HostInfo:
-    facts = tpm.facts()
+def _secure_boot(tcti: Tcti, eventlog: Path, efivars: Path) -> SecureBoot:
     secure_boot = None
-    if not tpm.tcti.is_software:
+    if not tcti.is_software:
         secure_boot = secure_boot_from_efivars(efivars)
     if secure_boot is None:
         secure_boot = secure_boot_from_eventlog(eventlog)
+    return secure_boot
+
+
+def collect(tpm: Tpm, eventlog: Path, efivars: Path = EFIVARS) -> HostInfo:
+    facts = tpm.facts()
+    secure_boot = _secure_boot(tpm.tcti, eventlog, efivars)
     drtm: bool | None = None
     if facts.sha256_active:
         pcr17 = tpm.pcr_read("sha256", [DRTM_PCR])[DRTM_PCR]
@@ -100,6 +144,16 @@ def collect(tpm: Tpm, eventlog: Path, efivars: Path = EFIVARS) -> HostInfo:
     lockout = tpm.in_lockout()
     problems = _problems(facts, secure_boot, lockout)
     return HostInfo(str(tpm.tcti), facts, secure_boot, drtm, lockout, problems)
+
+
+def without_tpm(
+    tcti: Tcti, unavailable: TpmUnavailable, eventlog: Path, efivars: Path = EFIVARS
+) -> NoTpm:
+    """The report when no TPM answers at ``tcti``: "TPM present: no", a failed prerequisite
+    saying why and what to do, and what can be known without a TPM (Secure Boot)."""
+    secure_boot = _secure_boot(tcti, eventlog, efivars)
+    absent = Problem("tpm-present", unavailable.message, unavailable.remedy)
+    return NoTpm(str(tcti), secure_boot, [absent, *_secure_boot_problems(secure_boot)])
 
 
 def _problems(facts: TpmFacts, secure_boot: SecureBoot, lockout: bool) -> list[Problem]:
@@ -122,6 +176,11 @@ def _problems(facts: TpmFacts, secure_boot: SecureBoot, lockout: bool) -> list[P
                 "Select SHA-256 as the TPM hash algorithm (PCR bank) in the firmware setup.",
             )
         )
+    return problems + _secure_boot_problems(secure_boot)
+
+
+def _secure_boot_problems(secure_boot: SecureBoot) -> list[Problem]:
+    problems = []
     if secure_boot.enabled is False:
         problems.append(
             Problem(

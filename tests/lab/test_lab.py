@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _service import hostseal
 from hostseal import lab
 from hostseal.lab import BootConfig, LabError, LabHost
 from hostseal.measure import parse_event_log, replay, secure_boot_state
@@ -126,3 +127,22 @@ def test_cli_env_and_json(
     assert json.loads(run("lab", "replace-tpm", "cli1", "--json"))["tpm_generation"] == 2
     assert json.loads(run("lab", "clear-tpm", "cli1", "--json"))["boots"] == 4
     assert "Lab host cli1 removed." in run("lab", "stop", "cli1", "--remove")
+
+
+def test_unknown_pcr_bank_is_refused_before_swtpm_starts(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    done = hostseal(
+        "lab", "start", "h1", "--pcr-banks", "sha256,sha999", env={"HOSTSEAL_LAB_DIR": str(lab_dir)}
+    )
+    assert done.returncode == 2
+    assert "Invalid value for '--pcr-banks': unknown PCR bank 'sha999'" in done.stderr
+    assert "a lab TPM has sha1, sha256, sha384 or sha512 (comma-separated)" in done.stderr
+    assert not (lab_dir / "h1").exists()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert str(tmp_path) not in cmdline.read_text()
+        except OSError:
+            continue
+    with pytest.raises(LabError, match="Unknown PCR bank 'sha999'"):
+        lab.start(lab_dir, "h2", banks=("sha999",))
+    assert not (lab_dir / "h2").exists()

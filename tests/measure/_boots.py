@@ -40,8 +40,12 @@ def boot_log(
     firmware: str = "lab firmware 1.0",
     banks: tuple[str, ...] = ("sha1", "sha256"),
     locality: int | None = None,
+    hcrtm: bytes | None = None,
 ) -> tuple[bytes, list[tuple[int, dict[str, bytes]]]]:
-    """A typical UEFI + shim + GRUB boot; returns the log and every (PCR, digests) extended."""
+    """A typical UEFI + shim + GRUB boot; returns the log and every (PCR, digests) extended.
+
+    ``hcrtm``: the code an H-CRTM sent the TPM (_TPM_Hash_Data), logged as EV_EFI_HCRTM_EVENT
+    ("HCRTM", digest H(code)) before anything else extends PCR 0."""
     w = EventLogWriter(banks=banks)
     extends: list[tuple[int, dict[str, bytes]]] = []
 
@@ -50,6 +54,8 @@ def boot_log(
 
     if locality is not None:
         w.add_startup_locality(locality)
+    if hcrtm is not None:
+        add(0, EventType.EV_EFI_HCRTM_EVENT, b"HCRTM", digest_data=hcrtm)
     add(0, EventType.EV_S_CRTM_VERSION, firmware.encode("utf-16-le") + b"\0\0")
     add(0, EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB, struct.pack("<QQ", 0xFFC00000, 0x400000))
     add(

@@ -150,6 +150,20 @@ def test_cli_against_the_live_server(live: Live, tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert json.loads(out.read_text())["hosts"][0]["host"] == "live1"
 
+    out.write_text("keep me\n")
+    refused = live.cli(live.admin, "escrow", "export", "--reason", "backup", "--out", str(out))
+    assert refused.returncode == 1
+    assert f"{out} already exists; the export was not written." in refused.stderr
+    assert "Pass --force to replace it, or choose another --out file." in refused.stderr
+    assert out.read_text() == "keep me\n"
+    forced = live.cli(
+        live.admin, "escrow", "export", "--reason", "backup", "--out", str(out), "--force"
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert json.loads(out.read_text())["hosts"][0]["host"] == "live1"
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
     captured = live.cli(
         live.operator, "policy", "capture", "gold", "--host", "live1", "--reason", "golden"
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from _service import hostseal
 from hostseal import lab
 from hostseal.cli.main import main
 from hostseal.lab import LabHost
@@ -79,34 +80,54 @@ def test_secure_boot_off_is_a_problem(lab_dir: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize("as_json", [False, True])
-def test_no_tpm_is_a_clear_error(
-    as_json: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_no_tpm_is_reported_as_a_failed_prerequisite(as_json: bool, tmp_path: Path) -> None:
+    """As ``esxcli hardware trustedboot get``: "TPM present: no" and what to do, exit code 1."""
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["--tcti", f"swtpm:port={port}", "tpm", "info"] + (["--json"] if as_json else [])
-    code, out, err = run_cli(args, capsys)
-    assert code == 1
-    assert "Traceback" not in out + err
+    tcti = f"swtpm:host=127.0.0.1,port={port}"
+    done = hostseal(
+        "--tcti", f"swtpm:port={port}", "tpm", "info", "--eventlog", str(tmp_path / "none"),
+        *(["--json"] if as_json else []), env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
     if as_json:
-        data = json.loads(out)
-        assert data["error"] == "TpmUnavailable"
-        assert "Check that swtpm is running" in data["remedy"]
-        assert data["finding"] == "tpm-unavailable"  # the doctor's entry for it
+        data = json.loads(done.stdout)
+        assert data["present"] is False
+        assert data["tcti"] == tcti
+        assert data["version"] is None and data["pcr_banks"] == {}
+        [tpm, secure_boot] = data["problems"]
+        assert tpm["check"] == "tpm-present" and tpm["severity"] == "fail"
+        assert tpm["message"].startswith(f"No TPM answered at {tcti} ")
+        assert "Check that swtpm is running" in tpm["remedy"]
+        assert secure_boot["check"] == "secure-boot" and secure_boot["severity"] == "warn"
     else:
-        assert f"Error: No TPM answered at swtpm:host=127.0.0.1,port={port}" in err
-        assert "What to do: Check that swtpm is running" in err
-        assert "(hostseal doctor finding tpm-unavailable)" in err
+        out = done.stdout
+        assert "TPM present  no" in out
+        assert f"TCTI         {tcti}" in out
+        assert f"FAIL No TPM answered at {tcti} " in out
+        assert "What to do: Check that swtpm is running" in out
+        assert "Error:" not in done.stderr
 
 
-def test_missing_device_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["--tcti", "device:/dev/no-such-tpm", "tpm", "info"], capsys)
-    assert code == 1
-    assert "Error: No TPM device at /dev/no-such-tpm." in err
-    assert "enabled in the firmware setup" in err
+def test_missing_device_is_reported_as_no_tpm() -> None:
+    args = ("--tcti", "device:/dev/nonexistent", "tpm", "info")
+    done = hostseal(*args, env={"COLUMNS": "200"})
+    assert done.returncode == 1, done.stderr
+    assert "TPM present  no" in done.stdout
+    assert "FAIL No TPM device at /dev/nonexistent." in done.stdout
+    assert "What to do: Check that the host has a TPM 2.0 enabled in the firmware setup" in (
+        done.stdout
+    )
+    as_json = hostseal(*args, "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["present"] is False
+    assert json.loads(as_json.stdout)["problems"][0]["message"] == (
+        "No TPM device at /dev/nonexistent."
+    )
 
 
 def test_pcr_read_extend(lab_host: LabHost) -> None:

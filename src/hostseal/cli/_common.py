@@ -28,3 +28,54 @@ def settings_of(ctx: click.Context) -> Settings:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+# -- settings flags that work before or after the sub-command ----------------------------------
+
+#: The settings a group's flag hands down to every command under it (``hostseal --tcti X tpm
+#: info`` and ``hostseal tpm info --tcti X``; ``hostseal config --bootbank X status`` and
+#: ``hostseal config status --bootbank X``). main.py adds the flags to the sub-commands.
+SHARED_SETTINGS = ("tcti", "bootbank", "eventlog")
+
+
+def check_tcti(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--tcti`` value that names a way to a TPM; a usage error (exit 2) otherwise."""
+    if value is None:
+        return None
+    from hostseal.tpm.errors import TctiInvalid
+    from hostseal.tpm.tcti import parse_tcti
+
+    try:
+        parse_tcti(value)
+    except TctiInvalid as err:
+        raise click.BadParameter(
+            f"{err.message} Accepted forms: device:/dev/tpmrm0 (the host's TPM), "
+            "swtpm:host=127.0.0.1,port=N (a software TPM), mssim:host=127.0.0.1,port=N.",
+            ctx=ctx,
+            param=param,
+        ) from None
+    return value
+
+
+def shared_setting(template: click.Parameter) -> click.Option:
+    """A copy of the group option ``template`` for a sub-command: it checks the value the same
+    way and sets the same setting in the context the group made."""
+    assert isinstance(template, click.Option) and template.name in SHARED_SETTINGS
+    name = template.name
+    check = check_tcti if name == "tcti" else None
+
+    def apply(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if check is not None:
+            value = check(ctx, param, value)
+        obj = ctx.find_object(AppContext)
+        if value is not None and obj is not None:
+            obj.settings = obj.settings.with_overrides(**{name: value})
+
+    return click.Option(
+        template.opts,
+        type=template.type,
+        metavar=template.metavar,
+        help=template.help,
+        expose_value=False,
+        callback=apply,
+    )

@@ -618,20 +618,31 @@ def escrow_get(
     _print_or_json(data, as_json, _keys_table)
 
 
+def _refuse_to_overwrite(out: Path, force: bool) -> None:
+    if not force and (out.exists() or out.is_symlink()):
+        raise HostsealError(
+            f"{out} already exists; the export was not written.",
+            remedy="Pass --force to replace it, or choose another --out file.",
+        )
+
+
 @escrow.command("export")
 @click.option("--reason", required=True, help="Why you export the keys (kept in the audit log).")
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
-    help="File to write (mode 0600).",
+    help="File to write (mode 0600); an existing file is replaced only with --force.",
 )
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @client_options
 def escrow_export(
-    reason: str, out: Path, server: str, token_file: Path | None, ca: Path | None
+    reason: str, out: Path, force: bool, server: str, token_file: Path | None, ca: Path | None
 ) -> None:
-    """Export every escrowed key as one JSON document (mode 0600)."""
+    """Export every escrowed key as one JSON document (mode 0600, written atomically)."""
+    _refuse_to_overwrite(out, force)
     data = _client(server, token_file, ca).call("GET", "/v1/escrow", params={"reason": reason})
+    _refuse_to_overwrite(out, force)
     atomic_write(out, (json.dumps(data, indent=2) + "\n").encode(), mode=0o600)
     keys = sum(len(h["keys"]) for h in data["hosts"])
     click.echo(f"{keys} recovery keys of {len(data['hosts'])} hosts written to {out}.")

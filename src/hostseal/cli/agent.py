@@ -53,7 +53,11 @@ def agent() -> None:
     help="The sealed configuration to report and escrow (HOSTSEAL_BOOTBANK).",
 )
 @click.option("--eventlog", type=click.Path(path_type=Path), help="HOSTSEAL_EVENTLOG.")
-@click.option("--once", is_flag=True, help="Attest once and exit (exit 1 if that fails).")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Attest once and exit; exit 1 if that fails or the verdict is Failed.",
+)
 @click.option(
     "--escrow/--no-escrow",
     default=True,
@@ -122,6 +126,8 @@ def run(
             click.echo(f"{name}: {outcome.status}")
             for message in outcome.messages:
                 click.echo(f"  {message}")
+        if outcome.status == "Failed":
+            ctx.exit(1)  # README "Exit codes": the attestation verdict is Failed
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     the_agent.run()

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from hostseal.cli._common import echo_json, json_option, settings_of
+from hostseal.cli._secret import read_secret
 from hostseal.errors import HostsealError
 from hostseal.secureconfig import (
     Mode,
@@ -38,7 +39,7 @@ def _read_key(prompt: bool, key_file: str | None) -> bytes | None:
         text = sys.stdin.read() if key_file == "-" else Path(key_file).read_text()
         return parse_recovery_key(text)
     if prompt:
-        return parse_recovery_key(click.prompt("Recovery key", hide_input=True))
+        return parse_recovery_key(read_secret("Recovery key"))
     return None
 
 
@@ -175,7 +176,10 @@ def set_(
     _notices(out.notices)
 
 
-@config.command()
+@config.command(
+    help="Restore the configuration into DIR (the boot-time restore). Exit code 3 on a security "
+    "violation. " + _KEY_HELP
+)
 @click.option(
     "--to",
     "dest",
@@ -200,11 +204,6 @@ def unlock(
     allow_disk: bool,
     as_json: bool,
 ) -> None:
-    (
-        """Restore the configuration into DIR (the boot-time restore). Exit code 3 on a security
-    violation. """
-        + _KEY_HELP
-    )
     target = dest if dest.exists() else dest.parent
     if not allow_disk and not _memory_backed(target):
         raise HostsealError(
@@ -237,18 +236,16 @@ def backup(ctx: click.Context, out: Path) -> None:
     click.echo(f"Backup of generation {info.generation} written to {out}.")
 
 
-@config.command()
+@config.command(
+    help="Restore a backup (a file written by hostseal config backup). A TPM-sealed backup "
+    "restores only where its TPM is, unless a recovery key is given. " + _KEY_HELP
+)
 @click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_key_options
 @click.pass_context
 def restore(
     ctx: click.Context, backup_file: Path, recovery_prompt: bool, recovery_key_file: str | None
 ) -> None:
-    (
-        """Restore a backup. A TPM-sealed backup restores only where its TPM is, unless a
-    recovery key is given. """
-        + _KEY_HELP
-    )
     out = manager.restore(_ctx(ctx), backup_file, _read_key(recovery_prompt, recovery_key_file))
     _notices(out.notices)
 

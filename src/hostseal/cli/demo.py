@@ -13,7 +13,7 @@ back (the recovery key, or turning Secure Boot on again).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -45,6 +45,17 @@ def _boot_table(summary: dict[str, Any]) -> Table:
         for pcr, value in pcrs.items():
             table.add_row(f"PCR {pcr} ({bank})", value)
     return table
+
+
+def _status_line(status: dict[str, object]) -> str:
+    """``hostseal config status`` in one line, in its words (true/false, no Python lists)."""
+    pcrs = cast("list[int]", status["sealed_pcrs"])
+    keys = cast("list[str]", status["recovery_key_ids"])
+    sealed = f"{', '.join(map(str, pcrs))} ({status['pcr_bank']})" if pcrs else "none"
+    return (
+        f"Mode {status['mode']}, Require Secure Boot {str(status['require_secure_boot']).lower()}, "
+        f"sealed to PCRs {sealed}, recovery key {', '.join(keys) or 'none'}"
+    )
 
 
 def _sample_config(root: Path) -> Path:
@@ -105,10 +116,7 @@ def seal(ctx: click.Context, name: str, keep: bool) -> None:
         hc = manager.HostContext(host.tcti, host.eventlog, work / "bootbank")
         saved = manager.save(hc, [_sample_config(work)])
         status = manager.status(hc)
-        console.print(
-            f"Mode {status['mode']}, Require Secure Boot {status['require_secure_boot']}, "
-            f"sealed to PCRs {status['sealed_pcrs']}, recovery key {status['recovery_key_ids']}"
-        )
+        console.print(_status_line(status), markup=False, highlight=False)
         key = saved.created_recovery_key
         assert key is not None
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from hostseal.cli._common import echo_json, json_option
+from hostseal.cli._secret import read_secret
 from hostseal.client.transport import ALLOW_PLAIN_HTTP_FLAG
 from hostseal.keyprovider import KeyProviderError, ProviderStore
 from hostseal.vtpm.paths import VtpmDirs, default_vtpm_dir
@@ -33,9 +34,7 @@ def read_password(file: Path | None, fd: int | None, *, confirm: bool) -> bytes:
         with os.fdopen(fd, "r", closefd=True) as stream:
             text = stream.read()
     else:
-        text = click.prompt(
-            "Key provider backup password", hide_input=True, confirmation_prompt=confirm
-        )
+        text = read_secret("Key provider backup password", confirm=confirm)
     password = text.splitlines()[0] if text.strip() else ""
     return password.encode()
 

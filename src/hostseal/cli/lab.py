@@ -54,6 +54,18 @@ def _show(host: _lab.LabHost, as_json: bool, what: str) -> None:
     click.echo(f'Use it with: eval "$(hostseal lab env {host.name})"')
 
 
+def _parse_banks(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    """``--pcr-banks``: checked before anything starts (a usage error, exit code 2)."""
+    banks = tuple(b.strip() for b in value.split(",") if b.strip())
+    accepted = f"a lab TPM has {_lab.banks_text()} (comma-separated)."
+    if not banks:
+        raise click.BadParameter(f"no PCR bank given; {accepted}")
+    for bank in banks:
+        if bank not in _lab.LAB_BANKS:
+            raise click.BadParameter(f"unknown PCR bank {bank!r}; {accepted}")
+    return banks
+
+
 @click.group()
 def lab() -> None:
     """Simulated hosts: a software TPM whose PCRs a simulated firmware extends at each boot.
@@ -69,7 +81,9 @@ def lab() -> None:
     "--pcr-banks",
     default="sha1,sha256",
     show_default=True,
-    help="PCR banks of a new TPM (e.g. sha1 alone, to play a host whose SHA-256 bank is off).",
+    callback=_parse_banks,
+    help="PCR banks of a new TPM, comma-separated: sha1, sha256, sha384, sha512 (e.g. sha1 "
+    "alone, to play a host whose SHA-256 bank is off).",
 )
 @json_option
 @click.pass_context
@@ -80,12 +94,12 @@ def start(
     kernel_cmdline: str | None,
     kernel: str | None,
     bootloader: str | None,
-    pcr_banks: str,
+    pcr_banks: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create (first time) or power on lab host NAME and measure its boot."""
     lab_dir = settings_of(ctx).lab_dir
-    banks = tuple(b.strip() for b in pcr_banks.split(",") if b.strip())
+    banks = pcr_banks
     boot = _boot(None, secure_boot, kernel_cmdline, kernel, bootloader)
     host = _lab.start(lab_dir, name, boot=boot, banks=banks)
     _show(host, as_json, "started")

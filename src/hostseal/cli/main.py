@@ -11,7 +11,7 @@ import sys
 import click
 
 from hostseal import __version__
-from hostseal.cli._common import AppContext
+from hostseal.cli._common import SHARED_SETTINGS, AppContext, check_tcti, shared_setting
 from hostseal.errors import HostsealError
 from hostseal.settings import Settings
 
@@ -21,6 +21,7 @@ from hostseal.settings import Settings
 @click.option(
     "--tcti",
     metavar="TCTI",
+    callback=check_tcti,
     help="The TPM to use: device:/dev/tpmrm0 (default) or swtpm:host=127.0.0.1,port=N. "
     "Environment: HOSTSEAL_TCTI.",
 )
@@ -61,6 +62,19 @@ def _register() -> None:
         cli.add_command(group)
     cli.add_command(vtpm.vtpm)
     cli.add_command(keyprovider.keyprovider)
+    _share_settings(cli, ())
+
+
+def _share_settings(command: click.Command, inherited: tuple[click.Parameter, ...]) -> None:
+    """Give every command the settings flags of the groups above it (--tcti from ``hostseal``,
+    --bootbank and --eventlog from ``config`` and ``recovery``), so that a flag works before
+    and after the sub-command alike."""
+    own = {p.name for p in command.params}
+    command.params.extend(shared_setting(p) for p in inherited if p.name not in own)
+    if isinstance(command, click.Group):
+        handed = tuple(p for p in command.params if p.name in SHARED_SETTINGS)
+        for sub in command.commands.values():
+            _share_settings(sub, handed)
 
 
 _register()
@@ -72,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         # Without standalone mode click returns ctx.exit()'s code instead of exiting.
         code = cli.main(args=argv, prog_name="hostseal", standalone_mode=False)
     except HostsealError as err:
-        as_json = "--json" in (argv if argv is not None else sys.argv[1:])
-        _report(err, as_json=as_json)
+        args = argv if argv is not None else sys.argv[1:]
+        _report(err, as_json="--json" in args, command=_command_of(args))
         sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
@@ -86,19 +100,31 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _finding(err: HostsealError) -> tuple[str, str] | None:
-    """The doctor's knowledge-base entry that explains ``err`` (id, title), if any."""
+def _command_of(args: list[str]) -> str | None:
+    """The ``hostseal`` command (first word after the global flags) in ``args``."""
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--tcti":
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _finding(err: HostsealError, command: str | None) -> tuple[str, str] | None:
+    """The doctor's knowledge-base entry that explains ``err`` raised by ``command`` (id,
+    title), if any."""
     try:
         from hostseal.doctor.knowledge import load_kb
 
-        found = load_kb().for_error(err)
+        found = load_kb().for_error(err, command)
     except Exception:
         return None
     return (found.id, found.title) if found is not None else None
 
 
-def _report(err: HostsealError, *, as_json: bool) -> None:
-    finding = _finding(err)
+def _report(err: HostsealError, *, as_json: bool, command: str | None) -> None:
+    finding = _finding(err, command)
     if as_json:
         import json
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -10,6 +14,10 @@ from rich.table import Table
 
 from hostseal.cli._common import echo_json, json_option
 from hostseal.client.defaults import DEFAULT_SERVER_DATA
+from hostseal.errors import HostsealError
+
+#: uvicorn's exit code when the server could not start (it has already logged why)
+_UVICORN_STARTUP_FAILURE = 3
 
 _data_dir = click.option(
     "--data-dir",
@@ -81,7 +89,64 @@ def run(
         ek_policy=ek_policy,
         tls_names=(*base.tls_names, *tls_names) if tls_names else None,
     )
-    serve(settings, log_level=log_level)
+    host, port = settings.bind_address
+    with _data_dir_errors(settings.data_dir):
+        _check_free(host, port)
+        try:
+            serve(settings, log_level=log_level)
+        except SystemExit as exc:
+            if exc.code != _UVICORN_STARTUP_FAILURE:
+                raise
+            raise HostsealError(
+                f"The server could not start listening on {host}:{port} (the log above says why).",
+                "Fix what the log names, or give another address with --bind HOST:PORT "
+                "(or HOSTSEAL_SERVER_BIND).",
+            ) from None
+
+
+def _check_free(host: str, port: int) -> None:
+    """Refuse to start when another process already listens on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise HostsealError(
+                    f"Port {port} on {host} is already in use by another process.",
+                    f"Give another address with --bind HOST:PORT (or HOSTSEAL_SERVER_BIND), or "
+                    f"stop the process listening on port {port} (ss -ltnp 'sport = :{port}' "
+                    "names it).",
+                ) from None
+            if err.errno == errno.EACCES:
+                raise HostsealError(
+                    f"Not allowed to listen on {host}:{port} (ports below 1024 need root or "
+                    "CAP_NET_BIND_SERVICE).",
+                    "Give a port from 1024 up with --bind HOST:PORT (or HOSTSEAL_SERVER_BIND).",
+                ) from None
+            raise HostsealError(
+                f"Cannot listen on {host}:{port}: {err.strerror}.",
+                "Give an address of this machine with --bind HOST:PORT (or "
+                "HOSTSEAL_SERVER_BIND), for example 127.0.0.1:8443 or 0.0.0.0:8443.",
+            ) from None
+
+
+@contextlib.contextmanager
+def _data_dir_errors(data_dir: Path) -> Iterator[None]:
+    """Turn a failure to create, read or write the data directory into an error with a
+    remedy (instead of a traceback)."""
+    try:
+        yield
+    except OSError as err:
+        where = Path(err.filename) if err.filename else None
+        if where is None or not (where == data_dir or data_dir in where.parents):
+            raise
+        raise HostsealError(
+            f"Cannot use the server's data directory {data_dir}: {err.strerror} ({where}).",
+            "Give a directory the server's user can create and write with --data-dir DIR "
+            "(or HOSTSEAL_SERVER_DATA).",
+        ) from None
 
 
 @server.group("token")
@@ -104,13 +169,16 @@ def token_create(
     role: str, name: str, data_dir: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """Create a token and print it once: it is stored only as a hash."""
+    from hostseal.server.datadir import require_existing
     from hostseal.server.localadmin import create_token
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(
         data_dir=data_dir, database_url=database_url
     )
-    value = create_token(settings, role=role, name=name)
+    require_existing(settings.data_dir)  # only ``server run`` creates it
+    with _data_dir_errors(settings.data_dir):
+        value = create_token(settings, role=role, name=name)
     if as_json:
         echo_json({"name": name, "role": role, "token": value})
         return
@@ -128,13 +196,16 @@ def token_create(
 @json_option
 def token_list(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
     """The tokens (names and roles; never the tokens themselves)."""
+    from hostseal.server.datadir import require_existing
     from hostseal.server.localadmin import list_tokens
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(
         data_dir=data_dir, database_url=database_url
     )
-    rows = list_tokens(settings)
+    require_existing(settings.data_dir)
+    with _data_dir_errors(settings.data_dir):
+        rows = list_tokens(settings)
     if as_json:
         echo_json(rows)
         return
@@ -150,13 +221,16 @@ def token_list(data_dir: Path | None, database_url: str | None, as_json: bool) -
 @_db
 def token_revoke(name: str, data_dir: Path | None, database_url: str | None) -> None:
     """Revoke the active token called NAME."""
+    from hostseal.server.datadir import require_existing
     from hostseal.server.localadmin import revoke_token
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(
         data_dir=data_dir, database_url=database_url
     )
-    revoke_token(settings, name)
+    require_existing(settings.data_dir)
+    with _data_dir_errors(settings.data_dir):
+        revoke_token(settings, name)
     click.echo(f"Token {name!r} revoked.")
 
 
@@ -167,13 +241,17 @@ def token_revoke(name: str, data_dir: Path | None, database_url: str | None) -> 
 def instances_cmd(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
     """The server instances sharing the database (alive, not-responding, stopped) and who ran
     each scheduled job last; reads the database, no server needed."""
+    from hostseal.server.datadir import require_existing
     from hostseal.server.instances import read_database
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(
         data_dir=data_dir, database_url=database_url
     )
-    shown = read_database(settings.db_url)
+    if settings.database_url is None:  # the SQLite file in the data directory
+        require_existing(settings.data_dir)
+    with _data_dir_errors(settings.data_dir):
+        shown = read_database(settings.db_url)
     if as_json:
         echo_json(shown)
         return
@@ -207,11 +285,14 @@ def instances_cmd(data_dir: Path | None, database_url: str | None, as_json: bool
 @_data_dir
 def ca_cert(data_dir: Path | None) -> None:
     """Print the path of the CA certificate clients trust (HOSTSEAL_SERVER_CA / --ca)."""
+    from hostseal.server.datadir import require_existing
     from hostseal.server.localadmin import ca_certificate
     from hostseal.server.settings import ServerSettings
 
     settings = ServerSettings.from_env().with_overrides(data_dir=data_dir)
-    path = ca_certificate(settings)
+    require_existing(settings.data_dir)
+    with _data_dir_errors(settings.data_dir):
+        path = ca_certificate(settings)
     if path is None:
         raise click.ClickException(
             "The server uses its own certificate (HOSTSEAL_SERVER_TLS_CERT) and no CA was "

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from hostseal import hostinfo
 from hostseal.cli._common import echo_json, json_option, settings_of
-from hostseal.tpm import open_tpm
+from hostseal.tpm import Problem, TpmUnavailable, open_tpm, parse_tcti
 
 
 @click.group()
@@ -29,13 +29,23 @@ def tpm() -> None:
 @click.pass_context
 def info(ctx: click.Context, eventlog: Path | None, as_json: bool) -> None:
     """TPM present, version, manufacturer, firmware, kind, PCR banks, Secure Boot, DRTM, and
-    every failed prerequisite with its remedy. Exit code 1 when a prerequisite fails."""
+    every failed prerequisite with its remedy. Exit code 1 when a prerequisite fails (a missing
+    TPM is one: "TPM present: no")."""
     settings = settings_of(ctx).with_overrides(eventlog=eventlog)
-    with open_tpm(settings.tcti) as t:
-        report = hostinfo.collect(t, settings.eventlog)
+    tcti = parse_tcti(settings.tcti)
+    report: hostinfo.HostInfo | hostinfo.NoTpm
+    try:
+        tpm_handle = open_tpm(tcti)
+    except TpmUnavailable as err:
+        report = hostinfo.without_tpm(tcti, err, settings.eventlog)
+    else:
+        with tpm_handle as t:
+            report = hostinfo.collect(t, settings.eventlog)
     failed = any(p.severity == "fail" for p in report.problems)
     if as_json:
         echo_json(report.to_dict())
+    elif isinstance(report, hostinfo.NoTpm):
+        _print_no_tpm(report)
     else:
         _print(report)
     if failed:
@@ -46,12 +56,28 @@ def _yes_no(value: bool | None) -> str:
     return {True: "yes", False: "no", None: "unknown"}[value]
 
 
-def _print(report: hostinfo.HostInfo) -> None:
-    data = report.to_dict()
-    console = Console()
+def _table() -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
+    return table
+
+
+def _print_no_tpm(report: hostinfo.NoTpm) -> None:
+    console = Console()
+    table = _table()
+    sb = report.secure_boot
+    table.add_row("TPM present", "no")
+    table.add_row("Secure Boot", f"{_yes_no(sb.enabled)} (from {sb.source})")
+    table.add_row("TCTI", report.tcti)
+    console.print(table)
+    _print_problems(console, report.problems)
+
+
+def _print(report: hostinfo.HostInfo) -> None:
+    data = report.to_dict()
+    console = Console()
+    table = _table()
     t = report.tpm
     sb = report.secure_boot
     table.add_row("TPM present", "yes")
@@ -68,6 +94,10 @@ def _print(report: hostinfo.HostInfo) -> None:
     table.add_row("Dictionary-attack lockout", _yes_no(report.in_lockout))
     table.add_row("TCTI", report.tcti)
     console.print(table)
-    for p in report.problems:
+    _print_problems(console, report.problems)
+
+
+def _print_problems(console: Console, problems: list[Problem]) -> None:
+    for p in problems:
         label = "FAIL" if p.severity == "fail" else "WARN"
         console.print(f"[bold]{label}[/bold] {p.message}\n      What to do: {p.remedy}")

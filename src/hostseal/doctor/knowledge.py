@@ -21,6 +21,7 @@ states, hostseal errors), why it happens and what to do, in one or more language
 
     [[error]]                               # a hostseal error (class name, optional cause)
     type = "TpmLockout"
+    # commands = ["agent"]                  # only when these hostseal commands raise it
 
     [text.en]                               # English is required; other languages may be
     title = "..."                           # partial and fall back to English per field
@@ -85,7 +86,7 @@ _TYPE = re.compile(r"[A-Z][A-Za-z0-9_]*")
 _TOP_KEYS = {"id", "severity", "references", "supersedes", "log", "check", "error", "text"}
 _LOG_KEYS = {"kinds", "pattern", "evidence_only", "case_sensitive"}
 _CHECK_KEYS = {"check", "state", "reason"}
-_ERROR_KEYS = {"type", "cause"}
+_ERROR_KEYS = {"type", "cause", "commands"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class ErrorSignature:
 
     type: str
     cause: str | None = None
+    #: the ``hostseal`` commands (first word) the finding fits; empty: every command
+    commands: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,9 +219,10 @@ class KnowledgeBase:
                     general = entry.localized(self.languages)
         return general
 
-    def for_error(self, err: BaseException) -> Finding | None:
+    def for_error(self, err: BaseException, command: str | None = None) -> Finding | None:
         """The finding that explains a hostseal error: its class or the nearest base class
-        named by an entry, preferring an entry that also names the error's cause."""
+        named by an entry, preferring an entry that also names the error's cause. With
+        ``command`` (the ``hostseal`` command that raised it), only entries that fit it."""
         details = getattr(err, "details", {}) or {}
         cause = details.get("cause") if isinstance(details, dict) else None
         for cls in type(err).__mro__:
@@ -226,6 +230,8 @@ class KnowledgeBase:
             for entry in self.entries.values():
                 for sig in entry.errors:
                     if sig.type != cls.__name__:
+                        continue
+                    if command is not None and sig.commands and command not in sig.commands:
                         continue
                     if sig.cause is not None and sig.cause == cause:
                         return entry.localized(self.languages)
@@ -425,14 +431,17 @@ def _checks(p: _Problems, value: Any) -> Iterable[CheckSignature]:
 def _errors(p: _Problems, value: Any) -> Iterable[ErrorSignature]:
     for where, table in _tables(p, "error", value):
         p.unknown_keys(where, table, _ERROR_KEYS)
-        kind, cause = table.get("type"), table.get("cause")
+        kind, cause, commands = table.get("type"), table.get("cause"), table.get("commands", [])
         if not (isinstance(kind, str) and _TYPE.fullmatch(kind)):
             p.add(f"{where}type", "must be the class name of a hostseal error")
             continue
         if cause is not None and not (isinstance(cause, str) and _ID.fullmatch(cause)):
             p.add(f"{where}cause", "must be an id (lower-case letters, digits, '-')")
             continue
-        yield ErrorSignature(kind, cause)
+        if not (isinstance(commands, list) and all(isinstance(c, str) for c in commands)):
+            p.add(f"{where}commands", "must be a list of hostseal command names")
+            continue
+        yield ErrorSignature(kind, cause, tuple(commands))
 
 
 def _texts(p: _Problems, value: Any) -> dict[str, dict[str, Any]]:

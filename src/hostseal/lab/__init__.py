@@ -4,11 +4,13 @@ See :mod:`hostseal.lab.host` for the operations and :mod:`hostseal.lab.firmware`
 boot measures.
 """
 
-from hostseal.lab.firmware import BootConfig, Extend, measure_boot
+from hostseal.lab.firmware import LAB_BANKS, BootConfig, Extend, measure_boot
 from hostseal.lab.host import (
     DEFAULT_BANKS,
     LabError,
     LabHost,
+    banks_text,
+    check_banks,
     clear_tpm,
     destroy,
     env_lines,
@@ -22,10 +24,13 @@ from hostseal.lab.host import (
 
 __all__ = [
     "DEFAULT_BANKS",
+    "LAB_BANKS",
     "BootConfig",
     "Extend",
     "LabError",
     "LabHost",
+    "banks_text",
+    "check_banks",
     "clear_tpm",
     "destroy",
     "env_lines",

@@ -48,6 +48,9 @@ _HASHES = {
     "sha512": hashlib.sha512,
 }
 
+#: The PCR banks a lab TPM can have (the simulated firmware measures into each of them).
+LAB_BANKS = tuple(_HASHES)
+
 DEFAULT_CMDLINE = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-lab root=/dev/vda1 ro quiet"
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from hostseal import swtpmproc
 from hostseal.errors import HostsealError
 from hostseal.fsutil import atomic_write
-from hostseal.lab.firmware import BootConfig, measure_boot
+from hostseal.lab.firmware import LAB_BANKS, BootConfig, measure_boot
 from hostseal.tpm import open_tpm
 
 DEFAULT_BANKS = ("sha1", "sha256")
@@ -263,6 +263,20 @@ def _power_on(host: LabHost) -> None:
 # -- operations ------------------------------------------------------------------------------
 
 
+def check_banks(banks: tuple[str, ...]) -> None:
+    """Raise :class:`LabError` unless ``banks`` are PCR banks a lab TPM can have."""
+    for bank in banks:
+        if bank not in LAB_BANKS:
+            raise LabError(f"Unknown PCR bank {bank!r}.", f"Use {banks_text()}.")
+    if not banks:
+        raise LabError("No PCR bank given.", f"Use {banks_text()}.")
+
+
+def banks_text() -> str:
+    """``sha1, sha256, sha384 or sha512``: the banks a lab TPM can have, for messages."""
+    return ", ".join(LAB_BANKS[:-1]) + " or " + LAB_BANKS[-1]
+
+
 def start(
     lab_dir: Path,
     name: str,
@@ -271,6 +285,7 @@ def start(
 ) -> LabHost:
     """Create (first time) or power on a lab host and measure its boot."""
     _check_name(name)
+    check_banks(banks)
     path = lab_dir / name
     with _locked(path):
         if (path / "host.json").is_file():

@@ -7,8 +7,11 @@ Replay rules (TCG PC Client Platform Firmware Profile):
   e.g. boot applications or H-CRTM events, it is the hash of something not in the log);
 * PCRs start at zero, except PCR 17-22 (DRTM) which start at all-ones, and PCR 0 which starts at
   ``00..0<locality>`` when the log has a StartupLocality event (locality 3 for a TPM started at
-  locality 3, 4 after an H-CRTM sequence: the TPM resets PCR 0 to 4 in ``_TPM_Hash_Start`` and
-  extends the H-CRTM digest, which the log records as EV_EFI_HCRTM_EVENT, an ordinary extend);
+  locality 3), and at ``00..04`` when the log has an EV_EFI_HCRTM_EVENT on PCR 0, whatever the
+  StartupLocality event says or if there is none: an H-CRTM hash sequence that ends before
+  TPM2_Startup resets PCR 0 to ``00..04`` and extends the H-CRTM digest (TPM Library Part 1,
+  H-CRTM; Part 3, ``_TPM_Hash_End``), and TPM2_Startup then leaves PCR 0 alone. That digest is
+  the EV_EFI_HCRTM_EVENT's, an ordinary extend;
 * a bank is replayed only if the log carries its digests; an extended event missing a digest
   that other events carry makes the bank unreplayable (an error, not a guess).
 """
@@ -30,6 +33,8 @@ from hostseal.measure.events import (
 
 EV_NO_ACTION = 3
 EV_EFI_ACTION = 0x80000007
+EV_EFI_HCRTM_EVENT = 0x80000010
+HCRTM_LOCALITY = 4  # _TPM_Hash_Start comes from locality 4; PCR 0 is reset to 00..04
 FIRMWARE_PCRS = range(8)  # PCR 0-7 belong to the firmware: an untouched one must be at reset
 EBS_INVOCATION = b"Exit Boot Services Invocation"
 EBS_SUCCESS = b"Exit Boot Services Returned with Success"
@@ -49,6 +54,19 @@ def initial_value(bank_size: int, pcr: int, locality: int | None = None) -> byte
     if pcr == 0 and locality:
         return bytes(bank_size - 1) + bytes((locality,))
     return bytes(bank_size)
+
+
+def pcr0_locality(log: EventLog) -> int | None:
+    """The locality PCR 0 starts from (its last byte): 4 after an H-CRTM, which the log shows by
+    an EV_EFI_HCRTM_EVENT on PCR 0, else the StartupLocality event's (``None``: no such event)."""
+    return _pcr0_locality(log, log.events)
+
+
+def _pcr0_locality(log: EventLog, events: Iterable[Event]) -> int | None:
+    for event in events:
+        if event.pcr == 0 and event.event_type == EV_EFI_HCRTM_EVENT:
+            return HCRTM_LOCALITY
+    return log.startup_locality
 
 
 def _bank_size(log: EventLog, bank: str) -> int:
@@ -82,7 +100,8 @@ def replayable_banks(log: EventLog) -> tuple[str, ...]:
 def replay(log: EventLog, banks: Iterable[str] | None = None) -> dict[str, dict[int, bytes]]:
     """The final PCR values the log describes: bank -> PCR index -> value.
 
-    Only PCRs the log extends appear (and PCR 0 when a StartupLocality event sets it). With
+    Only PCRs the log extends appear (and PCR 0 when a StartupLocality event sets it). PCR 0
+    starts as :func:`pcr0_locality` says (``00..04`` after an H-CRTM). With
     ``banks=None`` every bank the log carries and hostseal can compute is replayed; a bank
     asked for by name that cannot be replayed raises :class:`EventLogError`.
     """
@@ -106,12 +125,14 @@ def _check_banks(wanted: tuple[str, ...], logged: tuple[str, ...]) -> None:
 
 def _replay(log: EventLog, wanted: tuple[str, ...]) -> dict[str, dict[int, bytes]]:
     extended = [e for e in log.events if e.event_type != EV_NO_ACTION]
-    return {bank: _replay_bank(log, bank, extended) for bank in wanted}
+    locality = _pcr0_locality(log, extended)
+    return {bank: _replay_bank(log, bank, extended, locality) for bank in wanted}
 
 
-def _replay_bank(log: EventLog, bank: str, extended: list[Event]) -> dict[int, bytes]:
+def _replay_bank(
+    log: EventLog, bank: str, extended: list[Event], locality: int | None
+) -> dict[int, bytes]:
     size = _bank_size(log, bank)
-    locality = log.startup_locality
     current = [initial_value(size, pcr, locality) for pcr in range(24)]
     touched: set[int] = set() if locality is None else {0}
     constructor = _FAST_CONSTRUCTORS.get(bank)
@@ -188,6 +209,7 @@ def compare_pcrs(
             "Read the PCR bank the firmware logged (usually sha256) and compare that.",
         )
     replayed = _replay(log, tuple(common))  # the banks are known to be logged
+    locality = pcr0_locality(log)
     mismatches: list[PcrMismatch] = []
     for bank in common:
         size = _bank_size(log, bank)
@@ -197,7 +219,7 @@ def compare_pcrs(
             if pcr in values:
                 expected = values[pcr]
             elif pcr in FIRMWARE_PCRS:
-                expected = initial_value(size, pcr, log.startup_locality)
+                expected = initial_value(size, pcr, locality)
             else:
                 continue
             if actual == expected:

@@ -27,6 +27,10 @@ class BundleCorrupt(SecureConfigError):
         super().__init__(message, remedy)
 
 
+class NotABackup(SecureConfigError):
+    """A file given as a configuration backup is not one (not ``hostseal config backup``'s)."""
+
+
 class BundleMismatch(BundleCorrupt):
     """``encryption.info`` and ``local.tgz.ve`` disagree (different saves, or an edited info)."""
 

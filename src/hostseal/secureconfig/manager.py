@@ -35,7 +35,7 @@ from hostseal.secureconfig._generation import (
     write,
 )
 from hostseal.secureconfig.archive import pack_dirs, unpack_to
-from hostseal.secureconfig.errors import SecureConfigError
+from hostseal.secureconfig.errors import BundleCorrupt, NotABackup, SecureConfigError
 from hostseal.secureconfig.info import EncryptionInfo, Mode, PendingRotation, Requirements
 from hostseal.secureconfig.payload import PayloadHeaderFields, decrypt_payload
 from hostseal.secureconfig.recoverykey import RecoveryKey, format_recovery_id
@@ -451,7 +451,14 @@ def restore(ctx: HostContext, backup_file: Path, recovery_secret: bytes | None =
         raw = backup_file.read_bytes()
     except OSError as err:
         raise SecureConfigError(f"Cannot read {backup_file}: {err.strerror}.", "") from None
-    bundle = Bundle.parse(raw, str(backup_file))
+    try:
+        bundle = Bundle.parse(raw, str(backup_file))
+    except BundleCorrupt as err:
+        raise NotABackup(
+            f"{backup_file} is not a hostseal configuration backup: "
+            + err.message.replace("state.tgz", "it", 1),
+            "Give the file that hostseal config backup --out wrote. Nothing was changed.",
+        ) from None
     info = bundle.info
     if recovery_secret is None:
         try:

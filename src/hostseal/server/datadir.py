@@ -29,6 +29,25 @@ class DataDirTooOpen(HostsealError):
     """The data directory is readable (or writable, or searchable) by other users."""
 
 
+class DataDirMissing(HostsealError):
+    """A command that works on an existing server's data directory was given one that does not
+    exist (only ``hostseal server run`` creates it)."""
+
+
+def require_existing(data_dir: Path) -> None:
+    """Raise :class:`DataDirMissing` if ``data_dir`` does not exist (nothing is created)."""
+    try:
+        data_dir.lstat()
+    except FileNotFoundError:
+        raise DataDirMissing(
+            f"The server's data directory {data_dir} does not exist; nothing was created.",
+            f"Start the server once to create it (hostseal server run --data-dir {data_dir}), "
+            "or give the existing one with --data-dir DIR (or HOSTSEAL_SERVER_DATA).",
+        ) from None
+    except OSError:
+        pass  # unusable in another way: reported where it is used
+
+
 def prepare(data_dir: Path) -> None:
     """Create ``data_dir`` (0700) or check that an existing one is private; raise
     :class:`DataDirTooOpen` otherwise."""
