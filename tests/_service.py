@@ -112,7 +112,10 @@ class LabFleet:
 
 
 @contextlib.contextmanager
-def live_service(data: Path, env: dict[str, str] | None = None) -> Iterator[Live]:
+def live_service(
+    data: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Iterator[Live]:
+    """``args``: more ``server run`` flags (e.g. ``--tls-name`` for a VM guest's address)."""
     data.mkdir(parents=True, exist_ok=True, mode=0o700)  # as a first `server run` would
     tokens: dict[str, str] = {}
     for role in ("admin", "operator", "viewer"):
@@ -149,6 +152,7 @@ def live_service(data: Path, env: dict[str, str] | None = None) -> Iterator[Live
             f"127.0.0.1:{port}",
             "--log-level",
             "warning",
+            *args,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -16,9 +16,20 @@ AGENT_UNIT = "hostseal-agent.service"
 SERVER_UNIT = "hostseal-server.service"
 
 
-def agent_unit(hostseal: str, server: str, ca: Path, interval: int = 300) -> str:
+def agent_unit(
+    hostseal: str, server: str | None, ca: Path | None, interval: int | None = 300
+) -> str:
+    """The agent's unit. A value given ``None`` is left off the command line, so that the agent
+    takes it from /etc/hostseal/hostseal.toml (the Debian package's unit gives none)."""
     command = shlex.join(
-        [hostseal, "agent", "run", "--server", server, "--ca", str(ca), "--interval", str(interval)]
+        [
+            hostseal,
+            "agent",
+            "run",
+            *_flag("--server", server),
+            *_flag("--ca", ca),
+            *_flag("--interval", interval),
+        ]
     )
     return f"""[Unit]
 Description=hostseal agent: attest this host to the attestation service
@@ -42,8 +53,12 @@ WantedBy=multi-user.target
 """
 
 
-def server_unit(hostseal: str, data_dir: Path, bind: str) -> str:
-    command = shlex.join([hostseal, "server", "run", "--data-dir", str(data_dir), "--bind", bind])
+def server_unit(hostseal: str, data_dir: Path, bind: str | None) -> str:
+    """The service's unit; ``bind=None`` leaves the address to the configuration file. The data
+    directory is always named: the unit's sandbox lets the service write only there."""
+    command = shlex.join(
+        [hostseal, "server", "run", "--data-dir", str(data_dir), *_flag("--bind", bind)]
+    )
     return f"""[Unit]
 Description=hostseal attestation service
 Wants=network-online.target
@@ -65,6 +80,10 @@ PrivateTmp=yes
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def _flag(name: str, value: object | None) -> list[str]:
+    return [] if value is None else [name, str(value)]
 
 
 def install(root: Path, name: str, text: str, wanted_by: str) -> list[Path]:

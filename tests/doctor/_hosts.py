@@ -29,6 +29,7 @@ SCENARIOS: dict[tuple[str, str, str | None], str] = {
     ("lockout", "fail", None): "sha1-host",
     ("eventlog", "fail", "mismatch"): "secure-boot-off-host",
     ("eventlog", "fail", "unreadable"): "secure-boot-off-host",
+    ("eventlog", "fail", "absent"): "no-eventlog-host",
     ("config", "warn", "no-bundle"): "sha1-host",
     ("config", "warn", "mode-none"): "sha1-host",
     ("config", "warn", "fallback"): "sha1-host",

@@ -42,9 +42,11 @@ def test_host_without_secure_boot(host: Host, tmp_path: Path, kb: KnowledgeBase)
     assert r["unlock"].state == "pass"
     assert "sealed this TPM only unchanged" in r["unlock"].detail
 
-    # No event log: nothing measured can be read, and the unlock would fail reading it.
-    missing = tmp_path / "missing.bin"
-    r = host.checks(seen, eventlog=missing)
+    # A log that does not parse: nothing measured can be read, and the unlock would fail
+    # reading it (no log at all is tests/doctor/test_no_eventlog.py).
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"garbage" * 10)
+    r = host.checks(seen, eventlog=garbage)
     assert (r["eventlog"].state, r["eventlog"].reason) == ("fail", "unreadable")
     assert (r["secure-boot"].state, r["secure-boot"].reason) == ("warn", "unknown")
     assert (r["unlock"].state, r["unlock"].reason) == ("fail", "eventlog")

@@ -32,6 +32,7 @@ from hostseal.client.http import Client
 from hostseal.doctor import KnowledgeBase, LogInput, scan
 from hostseal.doctor.checks import REASONS
 from hostseal.errors import HostsealError
+from hostseal.hostinfo import no_eventlog, read_eventlog
 from hostseal.lab import BootConfig, measure_boot
 from hostseal.measure import (
     EventDataForged,
@@ -65,6 +66,7 @@ from hostseal.server.errors import (
     TpmChangeRequested,
     Unauthenticated,
 )
+from hostseal.settings import DEFAULT_EVENTLOG
 from hostseal.tpm import parse_tcti
 from hostseal.tpm.attestation import AkUnavailable
 from hostseal.tpm.device import check_device, translate
@@ -362,6 +364,10 @@ TRIGGERS: dict[str, list[Trigger]] = {
     ],
     "eventlog-mismatch": [Raised(mismatch(EventLogReplayMismatch))],
     "eventlog-unreadable": [Raised(raising(lambda: parse_event_log(b"garbage" * 10)))],
+    "eventlog-absent": [
+        Raised(raising(lambda: read_eventlog(TMP / "binary_bios_measurements"))),
+        Raised(lambda: no_eventlog(DEFAULT_EVENTLOG)),  # the kernel's: the firmware left none
+    ],
     "bundle-corrupt": [Raised(raising(lambda: Bundle.parse(b"not a gzip file")))],
     "no-bundle": [Raised(raising(lambda: Store(TMP).load()))],
     "backup-bound-to-other-tpm": [

@@ -9,6 +9,10 @@ An attestation: ``attest/challenge`` gives a fresh nonce and the PCRs to quote; 
 them with the AK and sends the quote, the PCR values, the event log and the sealed-configuration
 status (with a key check value per recovery slot); the server answers with the verdict. Recovery
 keys are escrowed whenever the set of recovery slots changed since the last escrow.
+
+A boot that left no event log (:class:`hostseal.hostinfo.NoEventLog`) is still attested: the
+quote goes without a log, the service's verdict says what could not be checked, and the agent
+reports the missing log with what to do on every attempt (``AttestOutcome.problems``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from hostseal.client.wire import (
     b64,
 )
 from hostseal.errors import HostsealError
+from hostseal.hostinfo import NoEventLog, read_eventlog
 from hostseal.secureconfig import manager
 from hostseal.secureconfig.recoverykey import key_check_value
 from hostseal.secureconfig.store import NoBundle, Reader
@@ -76,6 +81,8 @@ class AttestOutcome:
     status: str
     messages: list[str] = field(default_factory=list)
     escrowed: int = 0
+    # what the agent found wrong on this host, each with what to do (a boot without event log)
+    problems: list[HostsealError] = field(default_factory=list)
 
 
 class Agent:
@@ -198,10 +205,11 @@ class Agent:
                     log.warning("the AK no longer loads (TPM replaced or cleared): enrolling again")
                     self.state.forget_enrolment()
                     raise
+            problems: list[HostsealError] = []
             try:
-                eventlog = self.config.eventlog.read_bytes()
-            except OSError:
-                eventlog = b""
+                eventlog = read_eventlog(self.config.eventlog)
+            except NoEventLog as err:  # attested without: the verdict says what went unchecked
+                eventlog, problems = b"", [err]
             secure_config, to_escrow = self._secure_config()
             evidence = EvidenceIn.of_quote(
                 nonce=challenge.nonce,
@@ -235,7 +243,7 @@ class Agent:
                     )
         finally:
             client.close()
-        return AttestOutcome(verdict.status, list(verdict.messages), escrowed)
+        return AttestOutcome(verdict.status, list(verdict.messages), escrowed, problems)
 
     def run(self, *, once: bool = False, sleep: Callable[[float], None] = time.sleep) -> None:
         """Attest now and then every ``interval`` seconds; on errors retry with backoff."""
@@ -254,6 +262,8 @@ class Agent:
                 backoff = min(backoff * 2, self.config.interval)
                 continue
             backoff = 5.0
+            for problem in outcome.problems:
+                log.error("%s What to do: %s", problem.message, problem.remedy)
             log.info("attested: %s %s", outcome.status, "; ".join(outcome.messages))
             if once:
                 return

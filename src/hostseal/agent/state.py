@@ -13,9 +13,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hostseal.fsutil import atomic_write
-from hostseal.tpm.attestation import AkBlob
+
+if TYPE_CHECKING:
+    from hostseal.tpm.attestation import AkBlob
 
 
 @dataclass
@@ -27,6 +30,8 @@ class AgentState:
 
     # -- attestation key -----------------------------------------------------------------
     def load_ak(self) -> tuple[AkBlob, str] | None:
+        from hostseal.tpm.attestation import AkBlob  # loads tpm2_pytss: only when needed
+
         try:
             record = json.loads((self.path / "ak.json").read_text())
         except FileNotFoundError:

@@ -12,19 +12,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from hostseal.cli._common import echo_json, json_option
+from hostseal.cli._common import echo_json, json_option, rich_console, rich_table
 from hostseal.client.defaults import DEFAULT_SERVER
-from hostseal.client.http import Client, read_token, tls_verify
 from hostseal.client.transport import ALLOW_PLAIN_HTTP_ENV, ALLOW_PLAIN_HTTP_FLAG, check_server_url
 from hostseal.errors import HostsealError
 from hostseal.fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from hostseal.client.http import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +72,8 @@ def _client(server: str, token_file: Path | None, ca: Path | None) -> Client:
     ctx = click.get_current_context(silent=True)
     allow = bool(ctx and ctx.meta.get(_ALLOW_PLAIN_HTTP))
     check_server_url(server, allow_plain_http_loopback=allow)  # before the token is read
+    from hostseal.client.http import Client, read_token, tls_verify  # httpx: only when used
+
     return Client(
         server, read_token(token_file), tls_verify(ca, server), allow_plain_http_loopback=allow
     )
@@ -85,12 +87,12 @@ def _print_or_json(data: Any, as_json: bool, human: Callable[[Any], None]) -> No
 
 
 def _kv(rows: list[tuple[str, str]]) -> None:
-    table = Table(show_header=False, box=None, pad_edge=False)
+    table = rich_table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
         table.add_row(key, value)
-    Console().print(table)
+    rich_console().print(table)
 
 
 # --- hosts -----------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ def _status(text: str) -> str:
 
 
 def _hosts_table(hosts: list[dict[str, Any]]) -> None:
-    table = Table("Host", "Status", "Message", "Last attested", "Policy", "Escrow", "Alarms")
+    table = rich_table("Host", "Status", "Message", "Last attested", "Policy", "Escrow", "Alarms")
     for h in hosts:
         table.add_row(
             h["name"],
@@ -115,7 +117,7 @@ def _hosts_table(hosts: list[dict[str, Any]]) -> None:
             h["escrow"]["state"],
             str(len(h.get("alarms", []))),
         )
-    Console().print(table)
+    rich_console().print(table)
 
 
 def _host_detail(h: dict[str, Any]) -> None:
@@ -145,10 +147,10 @@ def _host_detail(h: dict[str, Any]) -> None:
     _kv(rows)
     _tpm_requests(h)
     if h.get("verdicts"):
-        table = Table("When", "Verdict", "Messages", title="Attestation history")
+        table = rich_table("When", "Verdict", "Messages", title="Attestation history")
         for v in h["verdicts"][:20]:
             table.add_row(v["at"], v["status"], "\n".join(v["messages"]))
-        Console().print(table)
+        rich_console().print(table)
 
 
 def _tpm_requests(h: dict[str, Any]) -> None:
@@ -158,7 +160,7 @@ def _tpm_requests(h: dict[str, Any]) -> None:
             certificate = "trusted vendor chain" + (f" ({r['vendor']})" if r.get("vendor") else "")
         else:
             certificate = "present, no trusted chain" if r["certificate"] else "none sent"
-        Console().print(
+        rich_console().print(
             f"\n[bold]TPM change request {r['id']}[/bold] ({r['state']}): another TPM enrolled "
             "under this name; the host is unchanged."
         )
@@ -360,10 +362,10 @@ def host_remove(
 
 
 def _alarms_table(alarms: list[dict[str, Any]]) -> None:
-    table = Table("Id", "Host", "Alarm", "State", "Raised", "Message")
+    table = rich_table("Id", "Host", "Alarm", "State", "Raised", "Message")
     for a in alarms:
         table.add_row(str(a["id"]), a["host"], a["title"], a["state"], a["raised_at"], a["message"])
-    Console().print(table)
+    rich_console().print(table)
 
 
 @click.group()
@@ -429,7 +431,7 @@ _alarm_action(
 
 
 def _policy_table(policies: list[dict[str, Any]]) -> None:
-    table = Table("Policy", "Bank", "Quoted PCRs", "Hosts", "Updated", "By")
+    table = rich_table("Policy", "Bank", "Quoted PCRs", "Hosts", "Updated", "By")
     for p in policies:
         table.add_row(
             p["name"],
@@ -439,7 +441,7 @@ def _policy_table(policies: list[dict[str, Any]]) -> None:
             p["updated_at"],
             p["updated_by"],
         )
-    Console().print(table)
+    rich_console().print(table)
 
 
 @click.group()
@@ -587,10 +589,10 @@ def policy_assign(
 
 
 def _keys_table(data: dict[str, Any]) -> None:
-    table = Table("Recovery ID", "Key", "Current", "Escrowed", title=f"Host {data['host']}")
+    table = rich_table("Recovery ID", "Key", "Current", "Escrowed", title=f"Host {data['host']}")
     for k in data["keys"]:
         table.add_row(k["recovery_id"], k["key"], "yes" if k["current"] else "", k["escrowed_at"])
-    Console().print(table)
+    rich_console().print(table)
 
 
 @click.group()
@@ -696,10 +698,10 @@ def token_list(server: str, token_file: Path | None, ca: Path | None, as_json: b
     data = _client(server, token_file, ca).call("GET", "/v1/tokens")
 
     def human(rows: list[dict[str, Any]]) -> None:
-        table = Table("Name", "Role", "Created", "Revoked")
+        table = rich_table("Name", "Role", "Created", "Revoked")
         for row in rows:
             table.add_row(row["name"], row["role"], row["created_at"], row["revoked_at"] or "")
-        Console().print(table)
+        rich_console().print(table)
 
     _print_or_json(data, as_json, human)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from hostseal.agent import Agent, AgentConfig
 from hostseal.agent.state import default_state_dir
 from hostseal.cli._common import echo_json, json_option, settings_of
 from hostseal.client.transport import ALLOW_PLAIN_HTTP_ENV, ALLOW_PLAIN_HTTP_FLAG, check_server_url
@@ -97,6 +96,8 @@ def run(
 ) -> None:
     """Enrol (first time), then attest now and every --interval seconds, escrowing recovery
     keys when they change. A rebooted host attests again by itself."""
+    from hostseal.agent import Agent, AgentConfig  # the HTTP client and the TPM stack
+
     s = settings_of(ctx).with_overrides(bootbank=bootbank, eventlog=eventlog)
     config = AgentConfig(
         name=name,
@@ -120,12 +121,16 @@ def run(
                     "status": outcome.status,
                     "messages": outcome.messages,
                     "escrowed": outcome.escrowed,
+                    "problems": [p.to_dict() for p in outcome.problems],
                 }
             )
         else:
             click.echo(f"{name}: {outcome.status}")
             for message in outcome.messages:
                 click.echo(f"  {message}")
+            for problem in outcome.problems:
+                click.echo(f"Problem: {problem.message}", err=True)
+                click.echo(f"What to do: {problem.remedy}", err=True)
         if outcome.status == "Failed":
             ctx.exit(1)  # README "Exit codes": the attestation verdict is Failed
         return

@@ -12,11 +12,12 @@ import click
 
 from hostseal.cli._common import echo_json, json_option, settings_of
 from hostseal.cli._secret import read_secret
-from hostseal.errors import HostsealError
+from hostseal.errors import HostsealError, SecurityViolation
 from hostseal.secureconfig import (
     Mode,
     RecoveryKey,
     bootunit,
+    inplace,
     manager,
     parse_recovery_id,
     parse_recovery_key,
@@ -102,14 +103,83 @@ def config(ctx: click.Context, bootbank: Path | None, eventlog: Path | None) -> 
     ctx.obj = AppContext(settings_of(ctx).with_overrides(bootbank=bootbank, eventlog=eventlog))
 
 
+_LIVE_HELP = (
+    "The live tree: where the boot-time restore put the configuration (a tmpfs). Environment: "
+    "HOSTSEAL_LIVE_DIR."
+)
+
+
+def _live_option(f: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--live",
+        "live",
+        type=click.Path(path_type=Path),
+        envvar="HOSTSEAL_LIVE_DIR",
+        default=inplace.RUNTIME_CONFIG,
+        show_default=True,
+        help=_LIVE_HELP,
+    )(f)
+
+
+def _mount_option(f: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--mount/--no-mount",
+        "mount",
+        default=True,
+        show_default=True,
+        help="Bind-mount (or unmount) the live copy at the original path now.",
+    )(f)
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _require_tmpfs(live: Path, what: str) -> None:
+    if not _memory_backed(_nearest_existing(live)):
+        raise HostsealError(
+            f"{live} is not on a tmpfs: {what} would be written to disk in clear.",
+            "Give --live a directory under /run (the default is /run/hostseal/config).",
+        )
+
+
+def _adopted_lines(st: dict[str, object]) -> None:
+    if not st["restored"]:
+        click.echo("   Adopted Paths: unknown (not restored with config unlock --mount here)")
+        return
+    items = st["adopted"]
+    assert isinstance(items, list)
+    described = [
+        f"{a['path']} ({a['kind']}, {'mounted' if a['mounted'] else 'NOT mounted'})" for a in items
+    ]
+    click.echo(f"   Adopted Paths: {', '.join(described) or 'none'}")
+    unsaved = st["unsaved_changes"]
+    click.echo(
+        "   Unsaved Changes: "
+        + (
+            "unknown"
+            if unsaved is None
+            else "yes (hostseal config autobackup)"
+            if unsaved
+            else "no"
+        )
+    )
+
+
 @config.command()
+@_live_option
 @json_option
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Mode, requirements, recovery key IDs, sealed PCRs, last saved."""
+def status(ctx: click.Context, live: Path, as_json: bool) -> None:
+    """Mode, requirements, recovery key IDs, sealed PCRs, last saved, adopted paths and whether
+    their live copies have unsaved changes."""
     st = manager.status(_ctx(ctx))
+    adopted = inplace.status(live)
     if as_json:
-        echo_json(st)
+        echo_json({**st, "adopted": adopted})
         return
     click.echo(f"   Mode: {st['mode']} ({st['protection']})")
     click.echo(f"   Require Secure Boot: {str(st['require_secure_boot']).lower()}")
@@ -121,6 +191,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         + (f" ({st['pcr_bank']})" if sealed else "")
     )
     click.echo(f"   Last Saved: {st['last_saved']} (generation {st['generation']})")
+    _adopted_lines(adopted)
     _notices(st["notices"])  # type: ignore[arg-type]
 
 
@@ -130,14 +201,18 @@ def status(ctx: click.Context, as_json: bool) -> None:
     "sources",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     multiple=True,
-    required=True,
-    help="A directory to include (repeatable).",
+    help="A directory to include (repeatable). Without --from: save the live copies of the "
+    "adopted paths (as hostseal config autobackup).",
 )
+@_live_option
 @json_option
 @click.pass_context
-def save(ctx: click.Context, sources: tuple[Path, ...], as_json: bool) -> None:
-    """Pack the directories and seal them (ESXi's auto-backup). Creates the bundle on first
-    use: mode TPM when a usable TPM is present, else NONE, with one recovery key."""
+def save(ctx: click.Context, sources: tuple[Path, ...], live: Path, as_json: bool) -> None:
+    """Pack the directories and seal them. Creates the bundle on first use: mode TPM when a
+    usable TPM is present, else NONE, with one recovery key. The adopted paths are kept."""
+    if not sources:
+        ctx.invoke(autobackup, live=live, as_json=as_json)
+        return
     out = manager.save(_ctx(ctx), list(sources))
     if as_json:
         echo_json(
@@ -184,8 +259,14 @@ def set_(
     "--to",
     "dest",
     type=click.Path(path_type=Path),
-    required=True,
-    help="An empty or new directory on a tmpfs (e.g. under /run).",
+    help="An empty or new directory on a tmpfs (e.g. under /run). With --mount: default "
+    "/run/hostseal/config.",
+)
+@click.option(
+    "--mount",
+    is_flag=True,
+    help="The boot-time restore: also bind-mount every adopted path over its empty "
+    "placeholder (run by hostseal-unlock.service).",
 )
 @_key_options
 @click.option(
@@ -198,12 +279,21 @@ def set_(
 @click.pass_context
 def unlock(
     ctx: click.Context,
-    dest: Path,
+    dest: Path | None,
+    mount: bool,
     recovery_prompt: bool,
     recovery_key_file: str | None,
     allow_disk: bool,
     as_json: bool,
 ) -> None:
+    if dest is None:
+        if not mount:
+            raise click.UsageError("Say where to restore the configuration: --to DIR.")
+        dest = inplace.RUNTIME_CONFIG
+    if mount:
+        _require_tmpfs(dest, "the configuration")
+        _unlock_mounted(ctx, dest, _read_key(recovery_prompt, recovery_key_file), as_json)
+        return
     target = dest if dest.exists() else dest.parent
     if not allow_disk and not _memory_backed(target):
         raise HostsealError(
@@ -224,6 +314,140 @@ def unlock(
         )
         return
     click.echo(f"Configuration restored to {dest}.")
+    _notices(out.notices)
+
+
+def _unlock_mounted(ctx: click.Context, live: Path, secret: bytes | None, as_json: bool) -> None:
+    """``unlock --mount``. On a security violation the console's first line is ESXi's headline
+    itself (the general error report would put "Error: " before it), then the causes and the
+    remedy; the exit code is 3 as for every security violation."""
+    try:
+        out = inplace.mount(_ctx(ctx), live, secret)
+    except SecurityViolation as err:
+        if as_json:
+            raise
+        click.echo(err.message, err=True)
+        click.echo(f"What to do: {err.remedy}", err=True)
+        click.echo(
+            "At the emergency shell: hostseal config unlock --mount --recovery-key (it restores, "
+            "mounts and seals to this host again), then systemctl default to go on booting.",
+            err=True,
+        )
+        ctx.exit(err.exit_code)
+    if as_json:
+        echo_json(
+            {
+                "unlocked_to": str(live),
+                "mounted": out.mounted,
+                "adopted": out.paths,
+                "resealed": out.unlocked.resealed if out.unlocked else None,
+                "notices": out.notices,
+            }
+        )
+        return
+    click.echo(f"Configuration restored to {live}.")
+    for path in out.mounted:
+        click.echo(f"Mounted {path}")
+    _notices(out.notices)
+
+
+def _report_inplace(what: str, out: inplace.InPlaceOutcome, as_json: bool) -> None:
+    if as_json:
+        echo_json(
+            {
+                "paths": out.paths,
+                "mounted": out.mounted,
+                "saved": out.saved,
+                "generation": out.generation,
+                "notices": out.notices,
+            }
+        )
+        return
+    for path in out.paths:
+        click.echo(f"{what} {path}" + (" (mounted)" if path in out.mounted else ""))
+    if out.saved:
+        click.echo(f"Sealed as generation {out.generation}.")
+    _notices(out.notices)
+
+
+@config.command()
+@click.argument("paths", nargs=-1)
+@click.option(
+    "--regenerate-ssh-keys",
+    is_flag=True,
+    help="Make new SSH host keys (rsa, ecdsa, ed25519) directly in the sealed set, replacing "
+    "the ones on disk, which may survive in old disk blocks and so are no longer trusted.",
+)
+@click.option(
+    "--ssh-dir",
+    type=click.Path(path_type=Path),
+    default=Path("/etc/ssh"),
+    show_default=True,
+    help="Where sshd reads its host keys (for --regenerate-ssh-keys).",
+)
+@_mount_option
+@_live_option
+@json_option
+@click.pass_context
+def adopt(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    regenerate_ssh_keys: bool,
+    ssh_dir: Path,
+    mount: bool,
+    live: Path,
+    as_json: bool,
+) -> None:
+    """Protect files or directories in place: seal them into the configuration under their
+    absolute paths (with owner and mode), then remove the plaintext from the disk, leaving an
+    empty placeholder over which the live copy is mounted (now, and at every boot).
+
+    Nothing is removed unless the new configuration is written and proven to unlock. Adopt
+    the directory of files that programs replace by renaming (a mounted file can only be
+    written in place), e.g. /etc/libvirt/secrets."""
+    if not paths and not regenerate_ssh_keys:
+        raise click.UsageError("Name the paths to adopt, or give --regenerate-ssh-keys.")
+    _require_tmpfs(live, "the live copies")
+    host = _ctx(ctx)
+    out = inplace.InPlaceOutcome()
+    if paths:
+        out = inplace.adopt(host, list(paths), live, mount=mount)
+    if regenerate_ssh_keys:
+        more = inplace.adopt_new_ssh_host_keys(host, live, mount=mount, ssh_dir=ssh_dir)
+        out.paths += more.paths
+        out.mounted += more.mounted
+        out.generation, out.saved = more.generation, True
+        out.notices += [n for n in more.notices if n not in out.notices]
+    _report_inplace("Adopted", out, as_json)
+
+
+@config.command()
+@click.argument("path")
+@_mount_option
+@_live_option
+@json_option
+@click.pass_context
+def release(ctx: click.Context, path: str, mount: bool, live: Path, as_json: bool) -> None:
+    """Give an adopted path back: write it to disk (its live copy, atomically) and remove it
+    from the sealed configuration."""
+    _report_inplace("Released", inplace.release(_ctx(ctx), path, live, mount=mount), as_json)
+
+
+@config.command()
+@_live_option
+@json_option
+@click.pass_context
+def autobackup(ctx: click.Context, live: Path, as_json: bool) -> None:
+    """Seal the live copies of the adopted paths again if they changed (ESXi's auto-backup; run
+    hourly by hostseal-autobackup.timer and at shutdown)."""
+    out = inplace.autobackup(_ctx(ctx), live)
+    if as_json:
+        _report_inplace("", out, as_json)
+        return
+    if out.saved:
+        click.echo(f"Changes saved (generation {out.generation}).")
+    elif out.paths:
+        click.echo("No changes to save.")
     _notices(out.notices)
 
 
@@ -305,8 +529,9 @@ def rekey(ctx: click.Context, as_json: bool) -> None:
 )
 @click.pass_context
 def install_boot_unit(ctx: click.Context, root: Path) -> None:
-    """Install and enable the systemd unit that unlocks at boot and stops the boot (emergency
-    target) on a security violation."""
+    """Install and enable the systemd units: the unlock at boot (it stops the boot in the
+    emergency target on a security violation, and saves at shutdown) and the hourly
+    auto-backup timer."""
     s = settings_of(ctx)
     exe = shutil.which("hostseal") or os.path.abspath(sys.argv[0])
     for path in bootunit.install(root, exe, s.bootbank, s.tcti):

@@ -13,24 +13,19 @@ back (the recovery key, or turning Secure Boot on again).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-from rich.console import Console
-from rich.rule import Rule
-from rich.table import Table
 
-from hostseal import hostinfo, measure
-from hostseal import lab as _lab
-from hostseal.cli import tpm as tpm_cli
-from hostseal.cli._common import settings_of
+from hostseal.cli._common import rich_table, settings_of
 from hostseal.errors import SecurityViolation
-from hostseal.secureconfig import manager
-from hostseal.tpm import open_tpm
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _boot_table(summary: dict[str, Any]) -> Table:
-    table = Table(show_header=False, box=None, pad_edge=False)
+    table = rich_table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
     on_off = {True: "on", False: "off", None: "unknown"}
@@ -96,6 +91,15 @@ def demo(ctx: click.Context, size: int, interval: int, port: int) -> None:
 def seal(ctx: click.Context, name: str, keep: bool) -> None:
     """Start a lab host, show its TPM and measured boot, seal a configuration, turn Secure Boot
     off and show what changed and what the unlock says, then recover."""
+    from rich.console import Console
+    from rich.rule import Rule
+
+    from hostseal import hostinfo, measure
+    from hostseal import lab as _lab
+    from hostseal.cli import tpm as tpm_cli
+    from hostseal.secureconfig import manager
+    from hostseal.tpm import open_tpm
+
     lab_dir = settings_of(ctx).lab_dir
     console = Console()
     if any(h.name == name for h in _lab.list_hosts(lab_dir)):

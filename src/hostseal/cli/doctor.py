@@ -13,21 +13,23 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.padding import Padding
-from rich.table import Table
-from rich.text import Text
 
-import hostseal.doctor as dr
 from hostseal.agent.state import default_state_dir
 from hostseal.cli._common import echo_json, settings_of
-from hostseal.doctor.boardswap import SwapReport
-from hostseal.doctor.checks import CheckResult
-from hostseal.doctor.knowledge import Finding
-from hostseal.doctor.logscan import LogFinding
 from hostseal.settings import Settings
+
+if TYPE_CHECKING:  # loaded when the doctor runs: the checks reach the TPM stack
+    from rich.console import Console
+    from rich.text import Text
+
+    import hostseal.doctor as dr
+    from hostseal.doctor.boardswap import SwapReport
+    from hostseal.doctor.checks import CheckResult
+    from hostseal.doctor.knowledge import Finding
+    from hostseal.doctor.logscan import LogFinding
 
 _STYLE = {
     "pass": "green",
@@ -71,6 +73,8 @@ def expand_log_args(args: list[str], commands: set[str]) -> list[str]:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False)
 
 
@@ -130,6 +134,8 @@ def doctor(
     on this boot, recovery keys and their escrow, the agent), or, with --log, known problems in
     ESXi, vCenter and hostseal logs. Exit code 1 when a check fails or a serious problem is
     found."""
+    import hostseal.doctor as dr
+
     settings = settings_of(ctx).with_overrides(eventlog=eventlog, bootbank=bootbank)
     ctx.obj = _Options(settings, agent_dir or default_state_dir(), not no_tpm_probe, as_json)
     if ctx.invoked_subcommand is not None:
@@ -170,6 +176,8 @@ class _Options:
 def _scan(
     logs: tuple[Path, ...], kb: dr.KnowledgeBase
 ) -> tuple[list[LogFinding], list[tuple[str, int]]]:
+    import hostseal.doctor as dr
+
     inputs = []
     for path in logs:
         if str(path) == "-":
@@ -193,10 +201,14 @@ def _scan(
 
 def _block(console: Console, text: Text, indent: int) -> None:
     """Print ``text`` indented, wrapped lines indented too."""
+    from rich.padding import Padding
+
     console.print(Padding(text, (0, 0, 0, indent)))
 
 
 def _explain(console: Console, finding: Finding | None, steps: list[str] | tuple[str, ...]) -> None:
+    from rich.text import Text
+
     if finding is not None:
         _block(console, Text("Why: ", style="bold") + Text(finding.cause), 2)
     if steps:
@@ -208,12 +220,19 @@ def _explain(console: Console, finding: Finding | None, steps: list[str] | tuple
 
 
 def _heading(console: Console, mark: str, title: str) -> None:
+    from rich.text import Text
+
     console.print(Text(f"{mark.upper()} ", style=_STYLE[mark]) + Text(title, style="bold"))
 
 
 def _print_checks(
     results: list[CheckResult], kb: dr.KnowledgeBase, settings: Settings, as_json: bool
 ) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    import hostseal.doctor as dr
+
     summary = {s: sum(r.state == s for r in results) for s in ("pass", "warn", "fail", "skip")}
     if as_json:
         echo_json(
@@ -257,6 +276,8 @@ def _print_checks(
 
 
 def _print_logs(findings: list[LogFinding], inputs: list[tuple[str, int]], as_json: bool) -> None:
+    from rich.text import Text
+
     if as_json:
         echo_json(
             {
@@ -306,6 +327,8 @@ def before_board_swap(
     (count, IDs) and whether one is saved (escrowed, or --recovery-key-file opens it), a backup
     of the current configuration (--backup), then GO or NO-GO with what is missing and the
     steps for after the swap. Exit code 1 for NO-GO."""
+    import hostseal.doctor as dr
+
     opts: _Options = ctx.obj
     as_json = as_json or opts.as_json
     key_text = None
@@ -334,6 +357,9 @@ def before_board_swap(
 
 
 def _print_swap(report: SwapReport, as_json: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     if as_json:
         echo_json(report.to_dict())
         return

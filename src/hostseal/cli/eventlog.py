@@ -9,12 +9,9 @@ from __future__ import annotations
 from typing import IO, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from hostseal import measure
-from hostseal.cli._common import echo_json, json_option
+from hostseal.cli._common import echo_json, json_option, rich_console, rich_table
 from hostseal.measure.decode import count_text
 
 _LOG_FILE = click.File("rb")
@@ -62,7 +59,10 @@ def show(file: IO[bytes], as_json: bool) -> None:
             }
         )
         return
-    table = Table(title=f"{len(log.events)} events, {log.format}, banks {', '.join(log.banks)}")
+    from rich.text import Text
+
+    banks = ", ".join(log.banks)
+    table = rich_table(title=f"{len(log.events)} events, {log.format}, banks {banks}")
     table.add_column("#", justify="right")
     table.add_column("PCR", justify="right")
     table.add_column("Type")
@@ -77,7 +77,7 @@ def show(file: IO[bytes], as_json: bool) -> None:
             digests,
             Text(measure.describe(event)),  # plain text: no rich markup from the log
         )
-    Console().print(table)
+    rich_console().print(table)
 
 
 def _event_json(event: measure.Event) -> dict[str, Any]:
@@ -118,9 +118,9 @@ def replay(file: IO[bytes], as_json: bool) -> None:
             }
         )
         return
-    console = Console()
+    console = rich_console()
     for bank, pcrs in banks.items():
-        table = Table(title=f"{bank} PCRs")
+        table = rich_table(title=f"{bank} PCRs")
         table.add_column("PCR", justify="right")
         table.add_column("Value", no_wrap=True)
         for pcr, value in pcrs.items():

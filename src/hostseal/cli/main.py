@@ -6,14 +6,16 @@ This is the one place where a :class:`~hostseal.errors.HostsealError` becomes a 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from hostseal import __version__
 from hostseal.cli._common import SHARED_SETTINGS, AppContext, check_tcti, shared_setting
+from hostseal.cli._filedefaults import default_map
 from hostseal.errors import HostsealError
-from hostseal.settings import Settings
+from hostseal.settings import Settings, load_config_file
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,8 +30,15 @@ from hostseal.settings import Settings
 @click.pass_context
 def cli(ctx: click.Context, tcti: str | None) -> None:
     """hostseal protects a hypervisor host's configuration with its TPM 2.0, proves what the
-    host booted, and gives virtual machines their own TPMs."""
-    ctx.obj = AppContext(Settings.from_env().with_overrides(tcti=tcti))
+    host booted, and gives virtual machines their own TPMs.
+
+    Settings and option defaults come from /etc/hostseal/hostseal.toml (or the file
+    HOSTSEAL_CONFIG names); a flag beats an environment variable, which beats the file."""
+    # flag > environment > file > default: the host settings through Settings, the command
+    # options through click's default_map (which click puts below flags and envvars)
+    file = load_config_file(os.environ)
+    ctx.default_map = default_map(file, os.environ)
+    ctx.obj = AppContext(Settings.from_env(os.environ, file).with_overrides(tcti=tcti))
 
 
 def _register() -> None:

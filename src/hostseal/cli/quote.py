@@ -12,23 +12,26 @@ typed values of :func:`hostseal.attest.quote.verify_quote`, which does the check
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
-from hostseal.attest.errors import AttestError, PcrDigestMismatch
-from hostseal.attest.quote import CHECKS, QuoteResult, parse_quote, verify_quote
-from hostseal.attest.tpm2tools import Pcrs, bank_size, read_pcr_file, read_signature_file
-from hostseal.attest.tpm_structures import PcrSelection
-from hostseal.attest.tpmkey import load_ak_public
 from hostseal.cli._common import echo_json, json_option
-from hostseal.measure import EventLog, parse_event_log, replay
-from hostseal.measure.replay import initial_value
+
+if TYPE_CHECKING:  # the verifier (and cryptography) is loaded by the command that uses it
+    from hostseal.attest.quote import QuoteResult
+    from hostseal.attest.tpm2tools import Pcrs
+    from hostseal.attest.tpm_structures import PcrSelection
+    from hostseal.measure import EventLog
 
 
 def pcrs_from_eventlog(selection: tuple[PcrSelection, ...], log: EventLog) -> Pcrs:
     """The quoted PCRs' values as the event log describes them (PCRs the log does not extend at
     their reset value): the quote's pcrDigest then checks the log itself."""
+    from hostseal.attest.tpm2tools import bank_size
+    from hostseal.measure import replay
+    from hostseal.measure.replay import initial_value
+
     banks = {s.bank for s in selection if s.pcrs}
     missing = banks - set(log.banks)
     if missing:
@@ -124,6 +127,12 @@ def verify(
     Exits 0 only when every check passes; otherwise prints what failed and what to do, and
     exits 1.
     """
+    from hostseal.attest.errors import AttestError, PcrDigestMismatch
+    from hostseal.attest.quote import CHECKS, parse_quote, verify_quote
+    from hostseal.attest.tpm2tools import read_pcr_file, read_signature_file
+    from hostseal.attest.tpmkey import load_ak_public
+    from hostseal.measure import parse_event_log
+
     ak = load_ak_public(ak_public.read())
     attest = quote_file.read()
     try:  # NotAQuote or QuoteMalformed before reading anything else
@@ -170,6 +179,8 @@ def verify(
 
 
 def _print(result: QuoteResult, *, pcrs_from_log: bool) -> None:
+    from hostseal.attest.quote import CHECKS
+
     q, sig, ak = result.quote, result.signature, result.ak.to_dict()
     quoted = "; ".join(f"{s.bank} PCR {','.join(map(str, s.pcrs))}" for s in q.selection)
     key = f"{ak['type']} {ak.get('bits') or ak.get('curve')}"

@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from hostseal.cli._common import echo_json, json_option
+from hostseal.cli._common import echo_json, json_option, rich_console, rich_table
 from hostseal.client.defaults import DEFAULT_SERVER_DATA
 from hostseal.errors import HostsealError
 
@@ -209,10 +207,10 @@ def token_list(data_dir: Path | None, database_url: str | None, as_json: bool) -
     if as_json:
         echo_json(rows)
         return
-    table = Table("Name", "Role", "Created", "Revoked")
+    table = rich_table("Name", "Role", "Created", "Revoked")
     for row in rows:
         table.add_row(row["name"], row["role"], row["created_at"], row["revoked_at"] or "")
-    Console().print(table)
+    rich_console().print(table)
 
 
 @token.command("revoke")
@@ -255,7 +253,7 @@ def instances_cmd(data_dir: Path | None, database_url: str | None, as_json: bool
     if as_json:
         echo_json(shown)
         return
-    table = Table("Instance", "State", "Host", "PID", "Version", "Started", "Heartbeat")
+    table = rich_table("Instance", "State", "Host", "PID", "Version", "Started", "Heartbeat")
     for row in shown["instances"]:
         table.add_row(
             row["name"],
@@ -266,7 +264,7 @@ def instances_cmd(data_dir: Path | None, database_url: str | None, as_json: bool
             row["started_at"][:19],
             row["heartbeat_at"][:19],
         )
-    jobs = Table("Job", "Next run", "Last run", "By", "Result")
+    jobs = rich_table("Job", "Next run", "Last run", "By", "Result")
     for job in shown["jobs"]:
         last = job["last_run_at"]
         jobs.add_row(
@@ -276,7 +274,7 @@ def instances_cmd(data_dir: Path | None, database_url: str | None, as_json: bool
             job["last_instance"] or "",
             job["last_result"],
         )
-    console = Console()
+    console = rich_console()
     console.print(table)
     console.print(jobs)
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from hostseal import hostinfo
-from hostseal.cli._common import echo_json, json_option, settings_of
-from hostseal.tpm import Problem, TpmUnavailable, open_tpm, parse_tcti
+from hostseal.cli._common import echo_json, json_option, rich_console, rich_table, settings_of
+from hostseal.tpm import Problem, TpmUnavailable, parse_tcti
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 @click.group()
@@ -31,6 +34,8 @@ def info(ctx: click.Context, eventlog: Path | None, as_json: bool) -> None:
     """TPM present, version, manufacturer, firmware, kind, PCR banks, Secure Boot, DRTM, and
     every failed prerequisite with its remedy. Exit code 1 when a prerequisite fails (a missing
     TPM is one: "TPM present: no")."""
+    from hostseal.tpm import open_tpm  # the TPM stack: loaded only when a TPM is asked
+
     settings = settings_of(ctx).with_overrides(eventlog=eventlog)
     tcti = parse_tcti(settings.tcti)
     report: hostinfo.HostInfo | hostinfo.NoTpm
@@ -57,26 +62,26 @@ def _yes_no(value: bool | None) -> str:
 
 
 def _table() -> Table:
-    table = Table(show_header=False, box=None, pad_edge=False)
+    table = rich_table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
     return table
 
 
 def _print_no_tpm(report: hostinfo.NoTpm) -> None:
-    console = Console()
+    console = rich_console()
     table = _table()
     sb = report.secure_boot
     table.add_row("TPM present", "no")
     table.add_row("Secure Boot", f"{_yes_no(sb.enabled)} (from {sb.source})")
-    table.add_row("TCTI", report.tcti)
+    _platform_rows(table, report)
     console.print(table)
     _print_problems(console, report.problems)
 
 
 def _print(report: hostinfo.HostInfo) -> None:
     data = report.to_dict()
-    console = Console()
+    console = rich_console()
     table = _table()
     t = report.tpm
     sb = report.secure_boot
@@ -92,9 +97,19 @@ def _print(report: hostinfo.HostInfo) -> None:
     table.add_row("Secure Boot", f"{_yes_no(sb.enabled)} (from {sb.source})")
     table.add_row("DRTM (TXT/SKINIT) launched", _yes_no(report.drtm_launched))
     table.add_row("Dictionary-attack lockout", _yes_no(report.in_lockout))
-    table.add_row("TCTI", report.tcti)
+    _platform_rows(table, report)
     console.print(table)
     _print_problems(console, report.problems)
+
+
+def _platform_rows(table: Table, report: hostinfo.HostInfo | hostinfo.NoTpm) -> None:
+    """The event log, the TCTI and, for the host's own TPM, the kernel's TPM devices."""
+    log = report.eventlog
+    if log is not None:
+        table.add_row("Event log", f"{log.detail}, {log.path}" if log.log else log.detail)
+    table.add_row("TCTI", report.tcti)
+    if report.tcti.startswith("device:"):
+        table.add_row("TPM devices", ", ".join(report.devices) or "none in /dev")
 
 
 def _print_problems(console: Console, problems: list[Problem]) -> None:

@@ -9,7 +9,7 @@ sha256-bank     its SHA-256 PCR bank is active
 secure-boot     UEFI Secure Boot is on (efivars on a host, the event log for a lab host)
 drtm            no dynamic launch (Intel TXT / AMD SKINIT) happened (warn if one did)
 lockout         the TPM is not in dictionary-attack lockout
-eventlog        this boot's event log replays to the TPM's SHA-256 PCRs
+eventlog        this boot's event log exists and replays to the TPM's SHA-256 PCRs
 config          a sealed configuration exists, is readable, and is in mode TPM
 requirements    its requirements hold on this boot, and Secure Boot is required
 unlock          the configuration would unlock on this boot (:mod:`~hostseal.doctor.preflight`)
@@ -59,7 +59,7 @@ REASONS: dict[str, dict[str, tuple[str | None, ...]]] = {
     "secure-boot": {FAIL: (None,), WARN: ("unknown",)},
     "drtm": {WARN: (None,)},
     "lockout": {FAIL: (None,)},
-    "eventlog": {FAIL: ("mismatch", "unreadable")},
+    "eventlog": {FAIL: ("mismatch", "unreadable", "absent")},
     "config": {WARN: ("no-bundle", "mode-none", "fallback"), FAIL: ("corrupt",)},
     "requirements": {FAIL: ("secure-boot", "exec-installed-only"), WARN: ("not-enforced",)},
     "unlock": {
@@ -167,6 +167,9 @@ def _lockout(s: HostState) -> _Result:
 
 
 def _eventlog(s: HostState) -> _Result:
+    if s.boot_absent:
+        assert s.boot_error is not None
+        return FAIL, s.boot_error, "absent"
     if s.boot_error is not None:
         return FAIL, s.boot_error, "unreadable"
     if s.log_mismatches is None:

@@ -55,6 +55,7 @@ class HostState:
     ek_fingerprint: str | None = None
     boot: EventLog | None = None
     boot_error: str | None = None
+    boot_absent: bool = False  # this boot left no event log (hostinfo.NoEventLog)
     log_mismatches: list[PcrMismatch] | None = None
     bundle: Bundle | None = None
     bundle_error: HostsealError | None = None
@@ -103,9 +104,12 @@ def _slot(state: HostState) -> TpmSlot | None:
 
 def _read_boot(state: HostState) -> None:
     try:
-        raw = state.eventlog.read_bytes()
-    except OSError as err:
-        state.boot_error = f"cannot read {state.eventlog}: {err.strerror}"
+        raw = hostinfo.read_eventlog(state.eventlog)
+    except hostinfo.NoEventLog as err:
+        state.boot_error, state.boot_absent = err.message, True
+        return
+    except HostsealError as err:
+        state.boot_error = err.message
         return
     try:
         state.boot = parse_event_log(raw)

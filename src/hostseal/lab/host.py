@@ -30,7 +30,6 @@ from hostseal import swtpmproc
 from hostseal.errors import HostsealError
 from hostseal.fsutil import atomic_write
 from hostseal.lab.firmware import LAB_BANKS, BootConfig, measure_boot
-from hostseal.tpm import open_tpm
 
 DEFAULT_BANKS = ("sha1", "sha256")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # fullmatch: no trailing newline
@@ -114,6 +113,11 @@ def load(lab_dir: Path, name: str) -> LabHost:
             f"The record of lab host {name!r} ({path / 'host.json'}) is unreadable: {err}.",
             f"Remove it with: hostseal lab stop {name} --remove, then start it again.",
         ) from None
+    if record.get("kind") == "vm":
+        raise LabError(
+            f"Lab host {name!r} is a real-firmware host (a VM), not a simulated one.",
+            "Use the real-firmware operations (hostseal.lab.vm), or another name.",
+        )
     return LabHost(
         name=name,
         path=path,
@@ -127,9 +131,24 @@ def load(lab_dir: Path, name: str) -> LabHost:
 
 
 def list_hosts(lab_dir: Path) -> list[LabHost]:
+    """The simulated hosts (real-firmware ones are listed by :func:`hostseal.lab.vm.list_hosts`)."""
     if not lab_dir.is_dir():
         return []
-    return [load(lab_dir, p.name) for p in sorted(lab_dir.iterdir()) if (p / "host.json").is_file()]
+    return [
+        load(lab_dir, p.name)
+        for p in sorted(lab_dir.iterdir())
+        if (p / "host.json").is_file() and _kind(p) != "vm"
+    ]
+
+
+def _kind(path: Path) -> str:
+    """``vm`` for a real-firmware host's record, else ``sim`` (also for an unreadable one,
+    which :func:`load` then reports)."""
+    try:
+        record = json.loads((path / "host.json").read_text())
+    except (OSError, ValueError):
+        return "sim"
+    return "vm" if isinstance(record, dict) and record.get("kind") == "vm" else "sim"
 
 
 @contextlib.contextmanager
@@ -242,6 +261,8 @@ def _kill(host: LabHost) -> None:
 
 def _boot(host: LabHost) -> None:
     """Measure the host's boot into its TPM and write the matching event log."""
+    from hostseal.tpm import open_tpm  # tpm2_pytss: only when a boot is measured
+
     log, extends = measure_boot(host.boot, host.banks)
     with open_tpm(host.tcti) as tpm:
         for extend in extends:
@@ -332,6 +353,8 @@ def clear_tpm(lab_dir: Path, name: str) -> LabHost:
     with _locked(host.path):
         if not host.running:
             raise LabError(f"Lab host {name!r} is not running.", f"hostseal lab start {name}")
+        from hostseal.tpm import open_tpm
+
         with open_tpm(host.tcti) as tpm:
             tpm.clear()
         _kill(host)

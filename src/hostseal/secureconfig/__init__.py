@@ -6,10 +6,15 @@ database (the key slots draw random nonces and salts): :mod:`~.info` (``encrypti
 :mod:`~.recoverykey`, :mod:`~.requirements`, :mod:`~.diagnose` and :mod:`~.errors`. In
 them the TPM slot is a record; :mod:`hostseal.tpm` seals and unseals its contents.
 
+:mod:`~.adopted` (how the paths adopted in place are held in the archive, and which paths
+may be adopted) is pure too.
+
 The edges touch the host: :mod:`~.archive` packs directory trees into the configuration
 archive and unpacks it onto disk, :mod:`~.store` keeps the bootbank's generations on disk,
-:mod:`~.bootunit` writes the systemd unit, and the recipes of :mod:`~.manager` (with their
+:mod:`~.bootunit` writes the systemd units, and the recipes of :mod:`~.manager` (with their
 machinery in :mod:`~._generation`) drive the TPM, read the event log and write the bootbank.
+The recipes of :mod:`~.inplace` (adopt, release, the boot-time mount, auto-backup; their disk,
+tmpfs and mount work in :mod:`~._inplace_fs`) protect chosen paths in place.
 This package exports the pure pieces, the archive and :mod:`hostseal.fsutil`'s atomic
 writes; the recipes are imported from :mod:`hostseal.secureconfig.manager`. The format is
 described in ``docs/secure-config-format.md``.

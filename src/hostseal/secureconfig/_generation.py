@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hostseal.errors import HostsealError
 from hostseal.measure import EventLog, compare_pcrs, parse_event_log, summarize
@@ -32,18 +33,24 @@ from hostseal.secureconfig.recoverykey import RecoveryKey
 from hostseal.secureconfig.requirements import policy_pcrs, unmet
 from hostseal.secureconfig.slots import NoneModeSlot, RecoverySlot, TpmSlot, generate_data_key
 from hostseal.secureconfig.store import Bundle, Store
-from hostseal.tpm import Tpm, TpmError, TpmUnavailable, open_tpm
-from hostseal.tpm.seal import (
-    PRIMARY_TEMPLATE,
-    PolicyNotSatisfied,
-    SealedBlob,
-    SealedObjectWrongTpm,
-    seal,
-    unseal,
-)
+from hostseal.tpm import TpmError, TpmUnavailable
+
+if TYPE_CHECKING:  # the TPM stack (tpm2_pytss) is loaded by the functions that use a TPM
+    from hostseal.tpm import Tpm
+    from hostseal.tpm.seal import SealedBlob
 
 BANK = "sha256"
 CHANGE_REFUSED = "Unable to change the encryption mode and policy"
+
+
+NO_LOG_UNLOCKED = (
+    "The TPM released the key, so the PCRs it is sealed to are as they were when it was sealed; "
+    "the requirements could not be checked against an event log as well."
+)
+
+
+class EventLogMissing(HostsealError):
+    """This boot left no measured-boot event log (the file does not exist)."""
 
 
 class PolicyChangeRefused(SecureConfigError):
@@ -57,6 +64,7 @@ class HostContext:
     tcti: str
     eventlog: Path
     bootbank: Path
+    efivars: Path = Path("/sys/firmware/efi/efivars")
 
     @property
     def store(self) -> Store:
@@ -67,14 +75,15 @@ class HostContext:
 
 
 def read_boot(ctx: HostContext) -> tuple[bytes, EventLog]:
+    """This boot's event log, raw and parsed. No log at all (REALBOOT obstacle 4: Debian's grub
+    with Secure Boot off) is :class:`EventLogMissing`, with :mod:`hostseal.hostinfo`'s words
+    (the same in tpm info, the agent, the doctor and unlock)."""
+    from hostseal.hostinfo import NoEventLog, read_eventlog
+
     try:
-        raw = ctx.eventlog.read_bytes()
-    except OSError as err:
-        raise HostsealError(
-            f"Cannot read the measured-boot event log {ctx.eventlog}: {err.strerror}.",
-            "Point --eventlog / HOSTSEAL_EVENTLOG at it (Linux: "
-            "/sys/kernel/security/tpm0/binary_bios_measurements, readable by root).",
-        ) from None
+        raw = read_eventlog(ctx.eventlog)
+    except NoEventLog as err:
+        raise EventLogMissing(err.message, err.remedy) from None
     return raw, parse_event_log(raw)
 
 
@@ -92,6 +101,8 @@ def _check_log_matches_tpm(tpm: Tpm, log: EventLog) -> None:
 
 
 def usable_tpm(ctx: HostContext) -> Tpm | None:
+    from hostseal.tpm import open_tpm
+
     try:
         tpm = open_tpm(ctx.tcti)
     except TpmError:
@@ -105,6 +116,8 @@ def usable_tpm(ctx: HostContext) -> Tpm | None:
 def _seal_slot(
     tpm: Tpm, data_key: bytes, requirements: Requirements, raw_log: bytes, log: EventLog
 ) -> tuple[TpmSlot, dict[str, object]]:
+    from hostseal.tpm.seal import PRIMARY_TEMPLATE, seal
+
     _check_log_matches_tpm(tpm, log)
     pcrs = policy_pcrs(requirements, log)
     values = tpm.pcr_read(BANK, pcrs) if pcrs else {}
@@ -127,6 +140,8 @@ def _seal_slot(
 
 
 def _blob(slot: TpmSlot) -> SealedBlob:
+    from hostseal.tpm.seal import SealedBlob
+
     return SealedBlob(
         slot.sealed_public,
         slot.sealed_private,
@@ -138,6 +153,9 @@ def _blob(slot: TpmSlot) -> SealedBlob:
 
 def _unseal_or_violation(ctx: HostContext, bundle: Bundle) -> bytes:
     """The data key from the TPM slot, or a SecurityViolation that says why not."""
+    from hostseal.tpm import open_tpm
+    from hostseal.tpm.seal import PolicyNotSatisfied, SealedObjectWrongTpm, unseal
+
     slot = bundle.info.tpm_slot
     assert slot is not None
     try:
@@ -155,7 +173,24 @@ def _unseal_or_violation(ctx: HostContext, bundle: Bundle) -> bytes:
                 boot: EventLog | None = read_boot(ctx)[1]
             except HostsealError:
                 boot = None
-            raise diagnose.policy_failed(bundle, current, boot) from None
+            raise diagnose.policy_failed(
+                bundle, current, boot, _efivars_secure_boot(ctx) if boot is None else None
+            ) from None
+
+
+def _efivars_secure_boot(ctx: HostContext) -> bool | None:
+    """Secure Boot from the UEFI variable, for the host's own TPM device only (a software
+    TPM's host is not this machine), when no event log can say."""
+    from hostseal.hostinfo import secure_boot_from_efivars
+    from hostseal.tpm.tcti import parse_tcti
+
+    try:
+        if parse_tcti(ctx.tcti).is_software:
+            return None
+    except HostsealError:
+        return None
+    found = secure_boot_from_efivars(ctx.efivars)
+    return None if found is None else found.enabled
 
 
 def open_data_key(ctx: HostContext, bundle: Bundle) -> bytes:
@@ -243,12 +278,44 @@ def plan_seal(ctx: HostContext, plan: Plan) -> Plan:
     """Seal ``plan``'s data key to this host's TPM for its requirements (mode TPM)."""
     if plan.mode is Mode.NONE:
         return replace(plan, tpm_slot=None, seal_summary={}, seal_log=None)
-    raw_log, log = read_boot(ctx)
+    try:
+        raw_log, log = read_boot(ctx)
+    except EventLogMissing as err:
+        return _plan_seal_without_log(ctx, plan, err)
     problems = unmet(plan.requirements, log)
     if problems:
         raise PolicyChangeRefused(
             f"{CHANGE_REFUSED}: {problems[0].reason}.", f"{problems[0].remedy}."
         )
+    from hostseal.tpm import open_tpm
+
     with open_tpm(ctx.tcti) as tpm:
         slot, summary = _seal_slot(tpm, plan.data_key, plan.requirements, raw_log, log)
     return replace(plan, tpm_slot=slot, seal_summary=summary, seal_log=raw_log)
+
+
+def _plan_seal_without_log(ctx: HostContext, plan: Plan, missing: EventLogMissing) -> Plan:
+    """Seal to this TPM alone when the boot left no event log: possible only when nothing is
+    required (no PCR is sealed), since the log is what shows the requirements are met."""
+    if plan.requirements.require_secure_boot or plan.requirements.require_exec_installed_only:
+        raise PolicyChangeRefused(
+            f"{CHANGE_REFUSED}: Secure Boot is required, but no event log shows this boot's "
+            f"state. {missing.message}",
+            missing.remedy,
+        )
+    from hostseal.tpm import open_tpm
+    from hostseal.tpm.seal import PRIMARY_TEMPLATE, seal
+
+    with open_tpm(ctx.tcti) as tpm:
+        blob = seal(tpm, plan.data_key, BANK, {})
+        slot = TpmSlot(
+            sealed_public=blob.public,
+            sealed_private=blob.private,
+            pcr_bank=BANK,
+            pcrs=list(blob.pcrs),
+            policy_digest=blob.policy_digest,
+            primary=PRIMARY_TEMPLATE,
+            tpm_ek_fingerprint=tpm.ek_fingerprint(),
+        )
+    summary: dict[str, object] = {"pcr_bank": BANK, "sealed_pcr_values": {}, "boot": {}}
+    return replace(plan, tpm_slot=slot, seal_summary=summary, seal_log=None)

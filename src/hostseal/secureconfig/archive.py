@@ -5,8 +5,9 @@ everything else hostseal does in an unlock (10 MB: ~15 ms of gunzip against a 50
 while the bytes saved are on a local disk. (ESXi's name ``local.tgz`` is kept for the file.)
 
 Packing keeps names, file contents, permission bits (``mode & 0o7777``), directories and
-symlinks that stay inside their source tree; it fixes mtime to 0 and owner to 0:0 with no names,
-and sorts members by name, so the same trees give the same bytes. Device nodes, FIFOs, sockets,
+symlinks that stay inside their source tree; it fixes mtime to 0 and owner to 0:0 with no names
+(or keeps the numeric owner, for the paths adopted in place: :mod:`~.adopted`), and sorts
+members by name, so the same trees give the same bytes. Device nodes, FIFOs, sockets,
 absolute symlinks and symlinks leading out of their tree are refused. Hard links are stored as
 separate regular files.
 
@@ -14,7 +15,12 @@ Unpacking checks every member before writing anything: relative names without ``
 empty components, only files, directories and symlinks, no member below a file or a symlink,
 symlinks that resolve (following the archive's own symlinks) inside the destination, a bounded
 total size. It writes into a new or empty directory and never follows a symlink while writing:
-symlinks are created last.
+symlinks are created last. With ``owners=True`` (the boot-time restore, run as root) every
+member gets the numeric owner stored in the archive.
+
+:func:`collect`, :func:`entries_of` and :func:`build` give the members as :class:`Entry`
+values, so that an archive can be taken apart and put together again (the adopted paths are
+kept across saves this way).
 
 Edge: packing reads directory trees, unpacking writes one; the tar checks are on bytes.
 """
@@ -26,8 +32,9 @@ import os
 import stat
 import tarfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from hostseal.secureconfig._tarutil import (
     TAR_ERRORS,
@@ -47,7 +54,9 @@ Parts = tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
+    """One archive member: its name as parts, kind, permission bits, owner and content."""
+
     parts: Parts
     kind: str  # "dir" | "file" | "link"
     mode: int
@@ -56,6 +65,12 @@ class _Entry:
     size: int = 0
     offset: int = 0
     source: str = ""
+    uid: int = 0
+    gid: int = 0
+
+    @property
+    def name(self) -> str:
+        return "/".join(self.parts)
 
 
 # --- names and symlinks --------------------------------------------------------------------
@@ -106,7 +121,7 @@ def _resolve(start: Parts, target: str, links: Mapping[Parts, str]) -> Parts | N
     return tuple(out)
 
 
-def _tree_problems(entries: Sequence[_Entry]) -> tuple[_Entry, str] | None:
+def _tree_problems(entries: Sequence[Entry]) -> tuple[Entry, str] | None:
     """The first structural problem: duplicates, members below files/links, escaping links."""
     kinds: dict[Parts, str] = {}
     for entry in entries:
@@ -171,17 +186,28 @@ def _read_regular(path: Path) -> tuple[bytes, int]:
         os.close(fd)
 
 
-def _walk(root: Path, prefix: Parts, out: list[_Entry]) -> None:
+def _walk(
+    root: Path, prefix: Parts, out: list[Entry], owners: bool = False, files: bool = False
+) -> None:
+    def entry(parts: Parts, kind: str, st: os.stat_result, **kw: Any) -> Entry:
+        uid, gid = (st.st_uid, st.st_gid) if owners else (0, 0)
+        mode = 0o777 if kind == "link" else stat.S_IMODE(st.st_mode)
+        return Entry(parts, kind, kw.pop("mode", mode), uid=uid, gid=gid, **kw)
+
     try:
-        st = os.stat(root)
+        st = os.stat(root) if not files else os.lstat(root)
     except OSError as exc:
         raise PackRefused(
-            f"Cannot read the source directory {root}: {exc.strerror}.",
+            f"Cannot read the source {'path' if files else 'directory'} {root}: {exc.strerror}.",
             "Check that it exists and is readable.",
         ) from None
+    if files and stat.S_ISREG(st.st_mode):
+        data, mode = _read_regular(root)
+        out.append(entry(prefix, "file", st, mode=mode, data=data))
+        return
     if not stat.S_ISDIR(st.st_mode):
-        raise _refuse(root, "is not a directory")
-    out.append(_Entry(prefix, "dir", stat.S_IMODE(st.st_mode)))
+        raise _refuse(root, "is not a directory" if not files else "is not a file or directory")
+    out.append(entry(prefix, "dir", st))
     stack: list[tuple[Path, Parts]] = [(root, prefix)]
     while stack:
         directory, parts = stack.pop()
@@ -194,46 +220,40 @@ def _walk(root: Path, prefix: Parts, out: list[_Entry]) -> None:
             st = os.lstat(path)
             here = (*parts, name)
             if stat.S_ISDIR(st.st_mode):
-                out.append(_Entry(here, "dir", stat.S_IMODE(st.st_mode)))
+                out.append(entry(here, "dir", st))
                 stack.append((path, here))
             elif stat.S_ISREG(st.st_mode):
                 data, mode = _read_regular(path)
-                out.append(_Entry(here, "file", mode, data=data))
+                out.append(entry(here, "file", st, mode=mode, data=data))
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(path)
                 if target.startswith("/"):
                     raise _refuse(path, f"is an absolute symlink ({target!r})")
-                out.append(_Entry(here, "link", 0o777, target=target, source=str(path)))
+                out.append(entry(here, "link", st, target=target, source=str(path)))
             else:
                 raise _refuse(path, "is a device node, FIFO or socket")
 
 
-def pack_dirs(sources: Mapping[str, Path] | Sequence[Path]) -> bytes:
-    """A deterministic (uncompressed) tar of the source directories.
+def collect(
+    sources: Mapping[str, Path] | Sequence[Path], *, owners: bool = False, files: bool = False
+) -> list[Entry]:
+    """The members of the source trees, checked (see :func:`pack_dirs`), sorted by name.
 
-    ``sources`` maps archive names (``"etc/libvirt"``) to directories, or is a list of
-    directories stored under their own names. Raises :class:`PackRefused` for anything that
-    cannot be restored faithfully and safely (see the module documentation).
+    ``owners`` keeps each member's numeric owner; ``files`` allows a source that is a regular
+    file (stored under its archive name).
     """
-    entries: list[_Entry] = []
+    entries: list[Entry] = []
     roots = _sources(sources)
     for prefix, root in roots:
         try:
-            _walk(root, prefix, entries)
+            _walk(root, prefix, entries, owners, files)
         except OSError as exc:  # a file vanished or is unreadable while packing
             raise PackRefused(
                 f"Cannot read {exc.filename}: {exc.strerror}.",
                 "Check its permissions, and that nothing changes the tree while it is packed.",
             ) from None
     entries.sort(key=lambda e: e.parts)
-    problem = _tree_problems(entries)
-    if problem is not None:
-        entry, what = problem
-        raise PackRefused(
-            f"The archive member {'/'.join(entry.parts)!r} {what}.",
-            "Fix or remove it in the source tree, or give the source directories archive names "
-            "that do not overlap.",
-        )
+    _check_tree(entries)
     links = {e.parts: e.target for e in entries if e.kind == "link"}
     for entry in entries:
         if entry.kind != "link":
@@ -244,17 +264,61 @@ def pack_dirs(sources: Mapping[str, Path] | Sequence[Path]) -> bytes:
             raise _refuse(
                 Path(entry.source), f"is a symlink that points outside its tree ({entry.target!r})"
             )
+    return entries
+
+
+def _check_tree(entries: Sequence[Entry]) -> None:
+    problem = _tree_problems(entries)
+    if problem is not None:
+        entry, what = problem
+        raise PackRefused(
+            f"The archive member {'/'.join(entry.parts)!r} {what}.",
+            "Fix or remove it in the source tree, or give the source directories archive names "
+            "that do not overlap.",
+        )
+
+
+def build(entries: Sequence[Entry]) -> bytes:
+    """The deterministic (uncompressed) tar of ``entries``, sorted by name."""
+    ordered = sorted(entries, key=lambda e: e.parts)
+    _check_tree(ordered)
     members: list[tuple[tarfile.TarInfo, bytes | None]] = []
-    for entry in entries:
+    for entry in ordered:
         name = "/".join(entry.parts)
         if entry.kind == "dir":
-            members.append((fixed_info(name, tarfile.DIRTYPE, entry.mode), None))
+            info = fixed_info(name, tarfile.DIRTYPE, entry.mode)
         elif entry.kind == "file":
             info = fixed_info(name, tarfile.REGTYPE, entry.mode, size=len(entry.data))
-            members.append((info, entry.data))
         else:
-            members.append((fixed_info(name, tarfile.SYMTYPE, 0o777, linkname=entry.target), None))
+            info = fixed_info(name, tarfile.SYMTYPE, 0o777, linkname=entry.target)
+        info.uid, info.gid = entry.uid, entry.gid
+        members.append((info, entry.data if entry.kind == "file" else None))
     return write_tar(members)
+
+
+def pack_dirs(sources: Mapping[str, Path] | Sequence[Path]) -> bytes:
+    """A deterministic (uncompressed) tar of the source directories.
+
+    ``sources`` maps archive names (``"etc/libvirt"``) to directories, or is a list of
+    directories stored under their own names. Raises :class:`PackRefused` for anything that
+    cannot be restored faithfully and safely (see the module documentation).
+    """
+    return build(collect(sources))
+
+
+def entries_of(archive: bytes) -> list[Entry]:
+    """The members of a configuration archive, checked as :func:`unpack_to` checks them, with
+    their contents."""
+    if len(archive) > MAX_ARCHIVE_SIZE:
+        raise UnsafeArchive(
+            f"The configuration archive is {len(archive)} bytes, more than the "
+            f"{MAX_ARCHIVE_SIZE} allowed.",
+            "Restore the configuration from a backup.",
+        )
+    return [
+        replace(e, data=archive[e.offset : e.offset + e.size], offset=0) if e.kind == "file" else e
+        for e in _plan(archive)
+    ]
 
 
 # --- unpacking -----------------------------------------------------------------------------
@@ -268,7 +332,7 @@ def _unsafe(name: str, what: str) -> UnsafeArchive:
     )
 
 
-def _plan(raw: bytes) -> list[_Entry]:
+def _plan(raw: bytes) -> list[Entry]:
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             members = tar.getmembers()
@@ -279,7 +343,7 @@ def _plan(raw: bytes) -> list[_Entry]:
         ) from None
     if len(members) > MAX_MEMBERS:
         raise _unsafe(members[MAX_MEMBERS].name, f"is one of more than {MAX_MEMBERS} members")
-    entries: list[_Entry] = []
+    entries: list[Entry] = []
     for m in members:
         problem = _name_problem(m.name)
         if problem is not None:
@@ -289,11 +353,13 @@ def _plan(raw: bytes) -> list[_Entry]:
         if m.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
             if m.offset_data + m.size > len(raw):
                 raise _unsafe(m.name, "is truncated")
-            entries.append(_Entry(parts, "file", mode, size=m.size, offset=m.offset_data))
+            entries.append(
+                Entry(parts, "file", mode, size=m.size, offset=m.offset_data, uid=m.uid, gid=m.gid)
+            )
         elif m.type == tarfile.DIRTYPE:
-            entries.append(_Entry(parts, "dir", mode))
+            entries.append(Entry(parts, "dir", mode, uid=m.uid, gid=m.gid))
         elif m.type == tarfile.SYMTYPE:
-            entries.append(_Entry(parts, "link", 0o777, target=m.linkname))
+            entries.append(Entry(parts, "link", 0o777, target=m.linkname, uid=m.uid, gid=m.gid))
         elif m.type == tarfile.LNKTYPE:
             raise _unsafe(m.name, "is a hard link")
         elif m.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
@@ -333,8 +399,12 @@ def _prepare(dest: Path) -> None:
         )
 
 
-def unpack_to(archive: bytes, dest: Path, *, max_size: int = MAX_ARCHIVE_SIZE) -> None:
+def unpack_to(
+    archive: bytes, dest: Path, *, max_size: int = MAX_ARCHIVE_SIZE, owners: bool = False
+) -> None:
     """Unpack a configuration archive into ``dest`` (created if missing, else must be empty).
+
+    ``owners``: give every member the numeric owner stored in the archive (needs root).
 
     Every member is checked before anything is written; a hostile archive raises
     :class:`UnsafeArchive` and leaves ``dest`` untouched. A failure while writing (disk full)
@@ -351,6 +421,7 @@ def unpack_to(archive: bytes, dest: Path, *, max_size: int = MAX_ARCHIVE_SIZE) -
     _prepare(dest)
     made: set[Parts] = set()
     dir_modes: list[tuple[str, int]] = []
+    dir_owners: list[tuple[str, int, int]] = []
     root = os.fspath(dest)
     view = memoryview(raw)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -370,6 +441,8 @@ def unpack_to(archive: bytes, dest: Path, *, max_size: int = MAX_ARCHIVE_SIZE) -
                     os.mkdir(path, 0o700)
                     made.add(entry.parts)
                 dir_modes.append((path, entry.mode))
+                if owners:
+                    dir_owners.append((path, entry.uid, entry.gid))
             elif entry.kind == "file":
                 # Created owner-only; the final mode is set once the content is in, unless
                 # the file already has it (most configuration files are 0600).
@@ -378,6 +451,8 @@ def unpack_to(archive: bytes, dest: Path, *, max_size: int = MAX_ARCHIVE_SIZE) -
                     data = view[entry.offset : entry.offset + entry.size]
                     while data:
                         data = data[os.write(fd, data) :]
+                    if owners:
+                        os.fchown(fd, entry.uid, entry.gid)
                     if entry.mode != created_mode:
                         os.fchmod(fd, entry.mode)
                 finally:
@@ -385,6 +460,10 @@ def unpack_to(archive: bytes, dest: Path, *, max_size: int = MAX_ARCHIVE_SIZE) -
         for entry in entries:
             if entry.kind == "link":
                 os.symlink(entry.target, os.path.join(root, *entry.parts))
+                if owners:
+                    os.lchown(os.path.join(root, *entry.parts), entry.uid, entry.gid)
+        for path, uid, gid in dir_owners:
+            os.chown(path, uid, gid)
         for path, mode in sorted(dir_modes, key=lambda d: d[0].count(os.sep), reverse=True):
             os.chmod(path, mode)
     except OSError as exc:

@@ -69,8 +69,12 @@ def policy_failed(
     bundle: Bundle,
     current_values: dict[int, bytes],
     boot: EventLog | None,
+    efivars_secure_boot: bool | None = None,
 ) -> SecurityViolation:
-    """The sealed key loads but the PCRs are not the sealed values: name PCRs and events."""
+    """The sealed key loads but the PCRs are not the sealed values: name PCRs and events.
+
+    Without this boot's event log, the changed PCRs are named from their values, and Secure
+    Boot's state from the UEFI variable (``efivars_secure_boot``) when it is known."""
     summary = bundle.info.seal_boot_summary
     sealed_values = {
         int(pcr): bytes.fromhex(str(value))
@@ -93,7 +97,14 @@ def policy_failed(
             except EventLogError as err:
                 causes.append(f"The seal-time event log cannot be compared: {err.message}")
     else:
-        causes.append("This boot's event log is unavailable, so the changed events can't be named.")
+        causes.append(
+            "This boot left no event log, so the changed events can't be named; the PCR values "
+            "below say what changed."
+        )
+        if efivars_secure_boot is False and 7 in changed:
+            causes.append(
+                "PCR 7: Secure Boot is disabled on this boot (the UEFI variable SecureBoot is 0)."
+            )
     for pcr in changed:
         causes.append(
             f"PCR {pcr} changed: sealed {sealed_values[pcr].hex()[:16]}…, now "

@@ -24,6 +24,8 @@ from hostseal.secureconfig import diagnose
 from hostseal.secureconfig._generation import (
     BANK,
     CHANGE_REFUSED,
+    NO_LOG_UNLOCKED,
+    EventLogMissing,
     HostContext,
     Plan,
     PolicyChangeRefused,
@@ -34,7 +36,8 @@ from hostseal.secureconfig._generation import (
     usable_tpm,
     write,
 )
-from hostseal.secureconfig.archive import pack_dirs, unpack_to
+from hostseal.secureconfig.adopted import Adopted, join, split
+from hostseal.secureconfig.archive import collect, entries_of, unpack_to
 from hostseal.secureconfig.errors import BundleCorrupt, NotABackup, SecureConfigError
 from hostseal.secureconfig.info import EncryptionInfo, Mode, PendingRotation, Requirements
 from hostseal.secureconfig.payload import PayloadHeaderFields, decrypt_payload
@@ -120,12 +123,33 @@ def status(ctx: HostContext) -> dict[str, object]:
 
 
 def save(ctx: HostContext, sources: Sequence[Path]) -> Outcome:
-    """Pack ``sources`` and seal them (ESXi's auto-backup); creates the bundle on first use."""
-    config = pack_dirs(list(sources))
-    if not ctx.store.exists():
-        return _create(ctx, config)
+    """Pack ``sources`` and seal them; creates the bundle on first use. The adopted paths
+    (:mod:`~.inplace`) are kept as they were sealed."""
+    base = collect(list(sources))
+    with ctx.store.locked():
+        if not ctx.store.exists():
+            return save_config(ctx, join(base, Adopted()))
+        bundle, key, config = open_config(ctx)
+        _, adopted = split(entries_of(config))
+        return save_config(ctx, join(base, adopted), (bundle, key))
+
+
+def open_config(ctx: HostContext) -> tuple[Bundle, bytes, bytes]:
+    """The current generation, its data key (from the TPM or the NONE slot) and its archive."""
     bundle = ctx.store.load()
     key = open_data_key(ctx, bundle)
+    config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(bundle.info))
+    return bundle, key, config
+
+
+def save_config(
+    ctx: HostContext, config: bytes, opened: tuple[Bundle, bytes] | None = None
+) -> Outcome:
+    """Seal the configuration archive ``config`` as the next generation of the bundle
+    ``opened`` (with its data key), or as a new bundle when there is none."""
+    if opened is None:
+        return _create(ctx, config)
+    bundle, key = opened
     plan = Plan.following(bundle.info, config, recovery_keys(bundle, key))
     info = write(ctx, plan_seal(ctx, plan))
     return Outcome(info, _mode_notices(info))
@@ -139,10 +163,13 @@ def _create(ctx: HostContext, config: bytes) -> Outcome:
         notices.append("No usable TPM 2.0 with an active SHA-256 bank: created in mode NONE.")
     else:
         tpm.close()
-        _, log = read_boot(ctx)
         from hostseal.measure import secure_boot_state
 
-        secure = secure_boot_state(log, allow_empty=True) is True
+        try:
+            secure = secure_boot_state(read_boot(ctx)[1], allow_empty=True) is True
+        except EventLogMissing as err:
+            secure = False
+            notices.append(f"{err.message} {err.remedy}")
         mode, requirements = Mode.TPM, Requirements(require_secure_boot=secure)
         if not secure:
             notices.append(
@@ -214,12 +241,18 @@ def set_policy(
     return Outcome(new_info, _mode_notices(new_info))
 
 
-def unlock(ctx: HostContext, dest: Path, recovery_secret: bytes | None = None) -> Outcome:
+def unlock(
+    ctx: HostContext, dest: Path, recovery_secret: bytes | None = None, *, owners: bool = False
+) -> Outcome:
     """Decrypt the configuration into ``dest`` (the boot-time restore).
 
     Without a recovery key the TPM must release the key: otherwise a SecurityViolation that
     names what changed. With one, the configuration is decrypted and, if this host meets the
     requirements, sealed again to the TPM now present. Nothing on disk changes on failure.
+    ``owners``: give the files their stored numeric owners (the adopted paths; needs root).
+
+    A boot that left no event log still unlocks when the TPM releases the key (its PCR policy
+    enforced the requirements); a notice says so and what to do.
     """
     bundle = ctx.store.load()
     info = bundle.info
@@ -227,23 +260,15 @@ def unlock(ctx: HostContext, dest: Path, recovery_secret: bytes | None = None) -
     if recovery_secret is None:
         key = open_data_key(ctx, bundle)
         if info.mode is Mode.TPM:
-            # Checked again against the measured boot (the PCR policy already enforced it).
-            _, log = read_boot(ctx)
-            problems = unmet(info.requirements, log)
-            if problems:
-                raise diagnose.violation(
-                    [f"{p.reason}, but this configuration requires it." for p in problems],
-                    f"{problems[0].remedy}, or {diagnose.RECOVERY}.",
-                    cause="requirements",
-                )
+            notices += _recheck_requirements(ctx, info)
         config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
-        unpack_to(config, dest)
+        unpack_to(config, dest, owners=owners)
         if bundle.source == "state.tgz":
             ctx.store.cleanup()
         return Outcome(info, notices + _mode_notices(info))
     key, slot = open_recovery_slots(info.recovery_slots, recovery_secret)
     config = decrypt_payload(key, bundle.payload, PayloadHeaderFields.from_info(info))
-    unpack_to(config, dest)
+    unpack_to(config, dest, owners=owners)
     ctx.store.audit("config.unlock.recovery", recovery_id=format_recovery_id(slot.recovery_id))
     if info.mode is Mode.NONE:
         return Outcome(info, notices + _mode_notices(info), resealed=False)
@@ -268,6 +293,23 @@ def unlock(ctx: HostContext, dest: Path, recovery_secret: bytes | None = None) -
         "rotate it now (hostseal recovery rotate) and save the new one."
     )
     return Outcome(new_info, notices, resealed=True)
+
+
+def _recheck_requirements(ctx: HostContext, info: EncryptionInfo) -> list[str]:
+    """The requirements checked again against the measured boot (the PCR policy already
+    enforced them); a notice when this boot has no event log to check them with."""
+    try:
+        _, log = read_boot(ctx)
+    except EventLogMissing as err:
+        return [f"{err.message} {NO_LOG_UNLOCKED} {err.remedy}"]
+    problems = unmet(info.requirements, log)
+    if problems:
+        raise diagnose.violation(
+            [f"{p.reason}, but this configuration requires it." for p in problems],
+            f"{problems[0].remedy}, or {diagnose.RECOVERY}.",
+            cause="requirements",
+        )
+    return []
 
 
 def _usable_tpm_or_reason(ctx: HostContext) -> str | None:

@@ -16,17 +16,21 @@ renames it over ``state.tgz``, proves that, and removes ``.previous``; each file
 generation (old or new), and :meth:`Store.load` falls back to ``.new`` or ``.previous`` only if
 ``state.tgz`` is missing or damaged.
 
+Commands that read a generation, change it and write the next (``config save``, ``adopt``,
+``release``, ``autobackup``) hold :meth:`Store.locked` meanwhile.
+
 Edge: reads and writes the bootbank directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -131,6 +135,19 @@ class Store:
         fsync_dir(self.path)
         prove(Bundle.parse(current.read_bytes()))
         self.cleanup()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the bootbank's lock (``flock`` on the directory itself, so no lock file) from
+        reading a generation to writing the next: two writers (an adopt and the hourly
+        auto-backup) then cannot lose each other's change. Blocks while another holds it."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def cleanup(self) -> None:
         """Drop the transition files once ``state.tgz`` is known to unlock."""

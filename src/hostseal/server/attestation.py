@@ -66,6 +66,12 @@ NO_POLICY = (
     "measurements were not compared with known-good values. Assign one: hostseal policy "
     "capture NAME --host HOST --reason WHY, or hostseal policy assign NAME HOST --reason WHY."
 )
+NO_POLICY_NO_EVENTLOG = (
+    "No reference policy is assigned to this host, and it presented no event log (its boot "
+    "left none, or the agent could not read it): only its quote verified; what it booted was "
+    "not checked. Give the host an event log (see hostseal tpm info on the host), then assign a "
+    "policy: hostseal policy capture NAME --host HOST --reason WHY."
+)
 POLICY_CACHE_SIZE = 256  # parsed policies kept (a fleet has a few)
 
 
@@ -336,7 +342,9 @@ def prepare_evidence(ctx: ServerContext, host: AgentHost, evidence: Evidence) ->
         assert error is not None
         verdict = Verdict("Failed", [error.message], [], policy_name)
     elif policy is None:
-        verdict = Verdict("Warning", [NO_POLICY], [], policy_name)
+        without_log = evidence.eventlog is None and evidence.eventlog_sha256 is None
+        message = NO_POLICY_NO_EVENTLOG if without_log else NO_POLICY
+        verdict = Verdict("Warning", [message], [], policy_name)
     elif appraisal.verdict is not None:
         verdict = appraisal.verdict
     else:  # the judgement of the host's last full appraisal, reused
