@@ -32,17 +32,17 @@ def units() -> dict[str, str]:
     """Each unit's file name and text, naming /usr/bin/hostseal. The agent's and the service's
     units give no --server, --ca, --interval or --bind: they come from
     /etc/hostseal/hostseal.toml. The service names its data directory (its sandbox allows
-    writing only there); the unlock and auto-backup units name the default bootbank and TPM
-    (the unlock unit's start condition names the bootbank's file)."""
+    writing only there); the unlock and auto-backup units name the default bootbank (the
+    unlock unit's start condition names its file) and no TPM: the file's ``tcti`` decides."""
     from hostseal import systemd
     from hostseal.client.defaults import DEFAULT_SERVER_DATA
     from hostseal.secureconfig import bootunit
-    from hostseal.settings import DEFAULT_BOOTBANK, DEFAULT_TCTI
+    from hostseal.settings import DEFAULT_BOOTBANK
 
     return {
         systemd.AGENT_UNIT: systemd.agent_unit(EXE, None, None, None),
         systemd.SERVER_UNIT: systemd.server_unit(EXE, DEFAULT_SERVER_DATA, None),
-        **bootunit.unit_files(EXE, DEFAULT_BOOTBANK, DEFAULT_TCTI),
+        **bootunit.unit_files(EXE, DEFAULT_BOOTBANK, None),
     }
 
 

@@ -15,7 +15,7 @@ import pytest
 from hostseal import __version__, systemd
 from hostseal.client.defaults import DEFAULT_SERVER_DATA
 from hostseal.secureconfig import bootunit
-from hostseal.settings import DEFAULT_BOOTBANK, DEFAULT_TCTI
+from hostseal.settings import DEFAULT_BOOTBANK
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def test_the_units_are_the_codes_text_naming_usr_bin_hostseal(unpacked: Path) ->
     assert (units / systemd.SERVER_UNIT).read_text() == systemd.server_unit(
         "/usr/bin/hostseal", DEFAULT_SERVER_DATA, None
     )
-    boot = bootunit.unit_files("/usr/bin/hostseal", DEFAULT_BOOTBANK, DEFAULT_TCTI)
+    boot = bootunit.unit_files("/usr/bin/hostseal", DEFAULT_BOOTBANK, None)
     assert set(boot) >= {bootunit.UNIT_NAME, bootunit.AUTOBACKUP_SERVICE, bootunit.AUTOBACKUP_TIMER}
     for name, text in boot.items():
         assert (units / name).read_text() == text

@@ -36,11 +36,15 @@ SERVICES_AFTER = "ssh.service sshd.service libvirtd.service network-pre.target"
 """What the restore must precede: the services that read adopted paths, and the network."""
 
 
-def _config_command(hostseal: str, bootbank: Path, tcti: str, *args: str) -> str:
-    return shlex.join([hostseal, "--tcti", tcti, "config", "--bootbank", str(bootbank), *args])
+def _config_command(hostseal: str, bootbank: Path, tcti: str | None, *args: str) -> str:
+    """``tcti`` None: no --tcti, so /etc/hostseal/hostseal.toml (or the default) decides."""
+    tpm = ["--tcti", tcti] if tcti is not None else []
+    return shlex.join([hostseal, *tpm, "config", "--bootbank", str(bootbank), *args])
 
 
-def unit_text(hostseal: str, bootbank: Path, tcti: str, target: Path = RUNTIME_CONFIG) -> str:
+def unit_text(
+    hostseal: str, bootbank: Path, tcti: str | None, target: Path = RUNTIME_CONFIG
+) -> str:
     """``hostseal-unlock.service``."""
     start = _config_command(hostseal, bootbank, tcti, "unlock", "--mount", "--to", str(target))
     stop = _config_command(hostseal, bootbank, tcti, "autobackup", "--live", str(target))
@@ -75,7 +79,7 @@ WantedBy=sysinit.target
 
 
 def autobackup_service_text(
-    hostseal: str, bootbank: Path, tcti: str, target: Path = RUNTIME_CONFIG
+    hostseal: str, bootbank: Path, tcti: str | None, target: Path = RUNTIME_CONFIG
 ) -> str:
     """``hostseal-autobackup.service``: seal the live copies again if they changed."""
     command = _config_command(hostseal, bootbank, tcti, "autobackup", "--live", str(target))
@@ -106,9 +110,11 @@ WantedBy=timers.target
 """
 
 
-def unit_files(hostseal: str, bootbank: Path, tcti: str) -> dict[str, str]:
+def unit_files(hostseal: str, bootbank: Path, tcti: str | None) -> dict[str, str]:
     """Every unit file, name to text: unlock, auto-backup service and timer. ``hostseal`` is
-    the installed binary (the Debian package gives ``/usr/bin/hostseal``)."""
+    the installed binary (the Debian package gives ``/usr/bin/hostseal``). ``tcti`` None: the
+    units name no TPM and the configuration file decides (the package's units); the bootbank
+    is always named, as the unlock unit's start condition needs its path."""
     return {
         UNIT_NAME: unit_text(hostseal, bootbank, tcti),
         AUTOBACKUP_SERVICE: autobackup_service_text(hostseal, bootbank, tcti),
